@@ -1,0 +1,51 @@
+"""fastad: a JIT-compiled autodiff backend. Lazy graph -> derivative rules -> fused kernels.
+
+Start reading at `fastad.tensor` (the frontend), then `fastad.ops` (the one op
+table), `fastad.autodiff`, `fastad.schedule`, `fastad.codegen` and
+`fastad.runtime`. docs/ARCHITECTURE.md draws the pipeline.
+
+This module is the public namespace: a PyTorch-style `Tensor`, a TensorFlow-
+style `GradientTape`, and array API functions (`fastad.exp`, `fastad.sum`, ...).
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import dtypes as _dt
+from .dtypes import (bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64,  # noqa: A004
+                     float32, float64, complex64, complex128, result_type, can_cast, finfo, iinfo)
+from .device import Device, get_default_device, set_default_device
+from .errors import AxisError
+from .autodiff import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
+from .tensor import (Tensor, exp, log, log1p, expm1, sqrt, sin, cos, tan, tanh, sigmoid, relu, abs, sign,
+                     square, floor, ceil, round, isnan, isinf, isfinite, negative, positive, add, subtract,
+                     multiply, divide, floor_divide, remainder, pow, maximum, minimum, less, less_equal,
+                     greater, greater_equal, equal, not_equal, logical_and, logical_or, logical_xor,
+                     logical_not, where, clip, sum, prod, max, min, mean, reshape, permute_dims, expand_dims,
+                     squeeze, broadcast_to, broadcast_shapes, concat, stack, matmul, astype)
+from .creation import (tensor, asarray, from_numpy, from_dlpack, zeros, ones, full, empty, zeros_like,
+                       ones_like, full_like, empty_like, arange, linspace, eye)
+from . import random
+from .random import rand, randn
+from .tape import GradientTape, Variable
+from .profile import profile
+from .config import set_deterministic, is_deterministic
+from . import cuda
+from .explain import explain
+
+e, pi, inf, nan, newaxis = 2.718281828459045, 3.141592653589793, float("inf"), float("nan"), None
+__array_api_version__ = "2024.12"
+
+
+def isdtype(dtype, kind) -> "builtins.bool":  # noqa: F821
+    """The array API's dtype-kind test."""
+    d = _dt.to_dtype(dtype)
+    if isinstance(kind, tuple):
+        return any(isdtype(d, k) for k in kind)
+    if isinstance(kind, _dt.DType):
+        return d is kind
+    kinds = {"bool": "b", "signed integer": "i", "unsigned integer": "u", "integral": "iu",
+             "real floating": "f", "complex floating": "c", "numeric": "iufc"}
+    if kind not in kinds:
+        raise ValueError(f"isdtype: unknown kind {kind!r}")
+    return d.kind in kinds[kind]

@@ -1,0 +1,36 @@
+"""config: process-wide switches (deterministic reductions, JIT tiering thresholds).
+
+Start at `set_deterministic`. Values come from the environment at import and
+can be changed at run time; kernels read them when they launch.
+"""
+from __future__ import annotations
+
+import os
+
+__all__ = ["set_deterministic", "is_deterministic", "settings"]
+
+
+class _Settings:
+    def __init__(self):
+        # bit-identical reductions run to run (fixed chunking, no atomics)
+        self.deterministic = os.environ.get("FASTAD_DETERMINISTIC", "0") == "1"
+        # "jit": compile every kernel; "reference": numpy node-by-node; "auto": tiered
+        self.cpu_mode = os.environ.get("FASTAD_CPU_MODE", "auto")
+        # tiered mode: a graph structure runs through numpy until seen this many times ...
+        self.jit_after_calls = int(os.environ.get("FASTAD_JIT_AFTER", "2"))
+        # ... unless it touches at least this many elements (then compiling pays off at once)
+        self.jit_min_elements = int(os.environ.get("FASTAD_JIT_MIN_ELEMENTS", "65536"))
+        # below this many elements a CPU kernel runs its serial variant (thread start-up costs more)
+        self.parallel_min_elements = int(os.environ.get("FASTAD_PARALLEL_MIN", "32768"))
+
+
+settings = _Settings()
+
+
+def set_deterministic(flag: bool = True) -> None:
+    """Make reductions bit-identical from run to run on every device."""
+    settings.deterministic = bool(flag)
+
+
+def is_deterministic() -> bool:
+    return settings.deterministic

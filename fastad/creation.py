@@ -1,0 +1,200 @@
+"""creation: functions that make tensors (tensor, asarray, zeros, arange, eye, rand, ...).
+
+Start at `asarray`. Data is copied into a buffer on the requested device;
+`zeros`, `ones`, `full` and `empty` make constant nodes that take no memory
+until something needs their elements. Every function takes `dtype=`,
+`device=` and `requires_grad=`.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ._util import contiguous
+
+from . import dtypes as dt
+from .device import to_device
+from .graph import Node
+from .ops import const
+from .tensor import Tensor
+
+__all__ = ["tensor", "asarray", "from_numpy", "zeros", "ones", "full", "empty", "zeros_like",
+           "ones_like", "full_like", "empty_like", "arange", "linspace", "eye", "from_dlpack"]
+
+# Python data (not numpy arrays) takes fastad's defaults: float32, int64, complex64.
+_PY_DEFAULTS = {"float64": dt.float32, "int64": dt.int64, "complex128": dt.complex64, "bool": dt.bool}
+
+
+def _finish(node: Node, requires_grad: bool) -> Tensor:
+    t = Tensor(node)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def buffer_node(array: np.ndarray, device) -> Node:
+    """A computed node holding `array` (copied to `device` when that is not the CPU)."""
+    device = to_device(device)
+    dtype = dt.to_dtype(array.dtype)
+    if device.type == "cpu":
+        buf = array
+    else:
+        from .runtime import backend_for
+        buf = backend_for(device).from_numpy(contiguous(array), device)
+    return Node("buffer", (), tuple(array.shape), dtype, device, buffer=buf)
+
+
+def _host_array(obj, dtype) -> np.ndarray:
+    if isinstance(obj, np.ndarray) or isinstance(obj, np.generic):
+        arr = np.array(obj)
+        if dtype is None:
+            dt.to_dtype(arr.dtype)  # unsupported dtypes fail here with a clear message
+    else:
+        try:
+            arr = np.array(obj)
+        except (ValueError, TypeError) as e:
+            raise TypeError(f"cannot make a tensor from {type(obj).__name__}: {e}") from None
+        if arr.dtype == object or arr.dtype.kind in "USV":
+            raise TypeError(f"cannot make a tensor from {type(obj).__name__} holding {arr.dtype}")
+        if dtype is None and arr.dtype.name in _PY_DEFAULTS:
+            arr = arr.astype(_PY_DEFAULTS[arr.dtype.name].np)
+    if dtype is not None:
+        arr = arr.astype(dt.to_dtype(dtype).np)
+    return contiguous(arr)
+
+
+def asarray(obj, /, *, dtype=None, device=None, copy=None, requires_grad=False) -> Tensor:
+    """A tensor from a Python scalar, (nested) list, numpy array, DLPack object or fastad tensor."""
+    if isinstance(obj, Tensor):
+        out = obj
+        if dtype is not None:
+            out = out.astype(dtype)
+        if device is not None:
+            out = out.to(device)
+        if copy:
+            out = out.clone()
+        if requires_grad:
+            out.requires_grad_(True)
+        return out
+    if not isinstance(obj, (np.ndarray, np.generic, list, tuple, numbers.Number)) and hasattr(obj, "__dlpack__"):
+        return from_dlpack(obj, device=device, copy=copy)
+    if copy is False and not isinstance(obj, np.ndarray):
+        raise ValueError("asarray(copy=False): a copy is needed for this input")
+    arr = _host_array(obj, dtype)
+    if copy is False and not np.shares_memory(arr, obj):
+        raise ValueError("asarray(copy=False): a copy is needed for this input")
+    if copy is not False and isinstance(obj, np.ndarray) and np.shares_memory(arr, obj):
+        arr = arr.copy()  # later writes to the caller's array must not change a lazy graph
+    return _finish(buffer_node(arr, device), requires_grad)
+
+
+def tensor(data, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A tensor holding a copy of `data` (PyTorch's `torch.tensor`)."""
+    return asarray(data, dtype=dtype, device=device, copy=True, requires_grad=requires_grad)
+
+
+def from_numpy(array: np.ndarray) -> Tensor:
+    return asarray(array)
+
+
+def from_dlpack(x, /, *, device=None, copy=None) -> Tensor:
+    """A tensor sharing memory with a DLPack producer (numpy, CuPy, PyTorch, ...)."""
+    kind, index = x.__dlpack_device__()
+    if int(kind) == 1:  # kDLCPU
+        arr = np.from_dlpack(x)
+        node = buffer_node(arr.copy() if copy else arr, "cpu")
+    elif int(kind) == 2:  # kDLCUDA
+        import cupy
+        with cupy.cuda.Device(index):
+            arr = cupy.from_dlpack(x)
+        dev = to_device(f"cuda:{index}")
+        node = Node("buffer", (), tuple(arr.shape), dt.to_dtype(arr.dtype.name), dev,
+                    buffer=arr.copy() if copy else arr)
+    else:
+        raise ValueError(f"from_dlpack: unsupported device type {kind}")
+    t = Tensor(node)
+    return t.to(device) if device is not None else t
+
+
+def _shape(shape) -> tuple:
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    shape = tuple(int(d) for d in shape)
+    if any(d < 0 for d in shape):
+        raise ValueError(f"negative dimension in shape {shape}")
+    return shape
+
+
+def _shape_args(shape) -> tuple:
+    return _shape(shape[0] if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)) else shape)
+
+
+def full(shape, fill_value, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    if dtype is None:
+        if isinstance(fill_value, bool):
+            dtype = dt.bool
+        elif isinstance(fill_value, int):
+            dtype = dt.default_int
+        elif isinstance(fill_value, complex):
+            dtype = dt.complex64
+        else:
+            dtype = dt.default_float
+    return _finish(const(fill_value, _shape(shape), dt.to_dtype(dtype), to_device(device)), requires_grad)
+
+
+def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return full(_shape_args(shape), 0, dtype=dtype or dt.default_float, device=device, requires_grad=requires_grad)
+
+
+def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return full(_shape_args(shape), 1, dtype=dtype or dt.default_float, device=device, requires_grad=requires_grad)
+
+
+def empty(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return zeros(*shape, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def _like(x: Tensor, dtype, device):
+    return x.shape, dtype or x.dtype, device or x.device
+
+
+def full_like(x, fill_value, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    shape, dtype, device = _like(x, dtype, device)
+    return full(shape, fill_value, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def zeros_like(x, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return full_like(x, 0, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def ones_like(x, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return full_like(x, 1, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def empty_like(x, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return zeros_like(x, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def arange(start, /, stop=None, step=1, *, dtype=None, device=None, requires_grad=False) -> Tensor:
+    if stop is None:
+        start, stop = 0, start
+    if step == 0:
+        raise ValueError("arange: step must not be zero")
+    if dtype is None:
+        dtype = dt.default_int if all(isinstance(v, int) for v in (start, stop, step)) else dt.default_float
+    dtype = dt.to_dtype(dtype)
+    arr = np.arange(start, stop, step, dtype=np.float64 if dtype.is_floating else None).astype(dtype.np)
+    return _finish(buffer_node(arr, device), requires_grad)
+
+
+def linspace(start, stop, /, num, *, dtype=None, device=None, endpoint=True, requires_grad=False) -> Tensor:
+    dtype = dt.to_dtype(dtype or dt.default_float)
+    arr = np.linspace(start, stop, int(num), endpoint=endpoint, dtype=np.float64).astype(dtype.np)
+    return _finish(buffer_node(arr, device), requires_grad)
+
+
+def eye(n_rows, n_cols=None, /, *, k=0, dtype=None, device=None, requires_grad=False) -> Tensor:
+    dtype = dt.to_dtype(dtype or dt.default_float)
+    arr = np.eye(int(n_rows), None if n_cols is None else int(n_cols), k=k, dtype=dtype.np)
+    return _finish(buffer_node(arr, device), requires_grad)

@@ -1,0 +1,7 @@
+"""errors: fastad's own exception types (each also an instance of the builtin users expect)."""
+
+__all__ = ["AxisError"]
+
+
+class AxisError(IndexError, ValueError):
+    """An axis out of range: catchable as IndexError (PyTorch) or ValueError (NumPy)."""

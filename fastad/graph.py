@@ -1,0 +1,102 @@
+"""graph: the lazy IR. A `Node` is one operation: op name, source nodes, shape, dtype, device, static arg.
+
+Start at `Node`. Nodes are built by `fastad.ops.apply` (which checks shapes and
+dtypes against the op table) and never change what they denote. The one
+mutable part is the result: once the runtime computes a node it stores the
+buffer in `node.buffer` and drops the sources (`Node.settle`), so the graph
+behind a computed value is freed and never recomputed.
+
+`explain(nodes)` prints a graph, one line per node, in topological order.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+__all__ = ["Node", "toposort", "explain_lines"]
+
+
+class Node:
+    """One lazy operation. Compare nodes by identity; `key()` gives their structure."""
+
+    __slots__ = ("op", "srcs", "shape", "dtype", "device", "arg", "buffer", "__weakref__")
+
+    def __init__(self, op: str, srcs: tuple, shape: tuple, dtype, device, arg=None, buffer=None):
+        self.op = op            # name of an entry in fastad.ops.OPS
+        self.srcs = srcs        # tuple[Node, ...]
+        self.shape = shape      # tuple[int, ...]
+        self.dtype = dtype      # fastad.dtypes.DType
+        self.device = device    # fastad.device.Device
+        self.arg = arg          # hashable static attribute (axes, shape, value of a const, ...)
+        self.buffer = buffer    # the computed value (numpy or cupy array), once known
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def realized(self) -> bool:
+        return self.buffer is not None
+
+    def settle(self, buffer) -> None:
+        """Record the computed value and release the recipe that produced it."""
+        self.buffer = buffer
+        if self.op != "const":
+            self.op, self.srcs, self.arg = "buffer", (), None
+
+    def __repr__(self) -> str:
+        shape = ",".join(map(str, self.shape))
+        return f"<Node {self.op} {self.dtype.name}[{shape}] {self.device}>"
+
+
+def toposort(outputs: Iterable[Node], stop_at_realized: bool = True) -> list[Node]:
+    """Nodes reachable from `outputs`, each after its sources (iterative: graphs can be deep)."""
+    order: list[Node] = []
+    seen: set[int] = set()
+    for root in outputs:
+        if id(root) in seen:
+            continue
+        stack = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            if not (stop_at_realized and node.buffer is not None):
+                for s in reversed(node.srcs):
+                    if id(s) not in seen:
+                        stack.append((s, False))
+    return order
+
+
+def _fmt_arg(node: Node) -> str:
+    if node.arg is None:
+        return ""
+    if node.op == "cast":
+        return f" to={node.arg.name}"
+    return f" {node.arg!r}"
+
+
+def explain_lines(outputs: Iterable[Node]) -> list[str]:
+    """One readable line per node: `%3 = mul(%1, %2)  float32[4,3] cpu`."""
+    order = toposort(outputs)
+    names = {id(n): f"%{i}" for i, n in enumerate(order)}
+    lines = []
+    for n in order:
+        shape = ",".join(map(str, n.shape))
+        if n.buffer is not None and n.op != "const":
+            rhs = "buffer"
+        else:
+            rhs = f"{n.op}({', '.join(names[id(s)] for s in n.srcs)}){_fmt_arg(n)}"
+        lines.append(f"{names[id(n)]:>4} = {rhs:<40} {n.dtype.name}[{shape}] {n.device}")
+    return lines

@@ -1,0 +1,428 @@
+"""ops: the one op table. Every primitive is defined here once, and nowhere else.
+
+Start at `OPS` (built by the `defop` calls below) and `apply`.
+
+An entry gives: the name, kind and arity; the dtype rule (`domain` of the
+inputs and `out`put rule); the shape rule (by kind unless given); a numpy
+reference (the test oracle and the reference executor); the kernel expression
+that the renderers turn into Numba or CUDA C; and the derivative rule (`vjp`),
+which builds more graph from the output gradient. Adding an op means adding
+one `defop` call.
+
+Primitives are strict: elementwise inputs already share shape and dtype. The
+frontend (`fastad.tensor`) does broadcasting (explicit `expand`) and type
+promotion (explicit `cast`) before calling `apply`, so derivative rules never
+see either.
+
+Kernel expressions are a small language shared by every renderer: infix
+arithmetic and comparisons on `{0}`, `{1}`, ..., plus calls to named
+intrinsics (`exp(...)`, `where(...)`) that each renderer maps per dtype.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import dtypes as dt
+from .graph import Node
+
+__all__ = ["Op", "OPS", "apply", "const", "f"]
+
+ELEMENTWISE, REDUCE, MOVEMENT, MATMUL, SOURCE, LIBRARY = (
+    "elementwise", "reduce", "movement", "matmul", "source", "library")
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    kind: str
+    arity: int                      # -1: any number of inputs
+    domain: str = "any"             # inputs allowed: any | numeric | float | bool | integer
+    out: str = "same"               # output dtype: same | bool | arg (cast)
+    ref: Optional[Callable] = None  # numpy reference: ref(*arrays, arg) -> array
+    expr: Optional[str] = None      # kernel expression template (elementwise ops)
+    vjp: Optional[Callable] = None  # derivative rule: vjp(ctx, g) -> one gradient (or None) per input
+    shape: Optional[Callable] = None  # shape rule: shape(srcs, arg) -> tuple (elementwise: none needed)
+    reduce_identity: Optional[str] = None  # reductions: the accumulator's start ("0", "1", "-inf", "inf")
+
+    def __repr__(self) -> str:
+        return f"Op({self.name}, {self.kind})"
+
+
+OPS: dict[str, Op] = {}
+
+
+def defop(name, kind, arity, **kw) -> Op:
+    if name in OPS:
+        raise ValueError(f"op {name!r} defined twice")
+    OPS[name] = op = Op(name, kind, arity, **kw)
+    return op
+
+
+# ---------------------------------------------------------------------------
+# Building nodes
+# ---------------------------------------------------------------------------
+
+def const(value, shape: tuple, dtype, device) -> Node:
+    """A constant filled with `value`: no buffer, its value becomes a kernel argument."""
+    value = _scalar(value, dtype)
+    return Node("const", (), tuple(shape), dtype, device, arg=value)
+
+
+def _scalar(value, dtype):
+    """The Python scalar `value` rounded to `dtype`, so folding and printing agree with the buffer."""
+    return np.asarray(value).astype(dtype.np).item()
+
+
+def _domain_ok(domain: str, d: dt.DType) -> bool:
+    return (domain == "any" or (domain == "numeric" and d.kind != "b")
+            or (domain == "float" and d.kind in "fc") or (domain == "bool" and d.kind == "b")
+            or (domain == "integer" and d.kind in "iu"))
+
+
+def apply(name: str, *srcs: Node, arg=None) -> Node:
+    """Build the node `name(*srcs)`, checking the op table's shape and dtype rules and folding constants."""
+    op = OPS[name]
+    if op.arity >= 0 and len(srcs) != op.arity:
+        raise TypeError(f"{name} takes {op.arity} inputs, got {len(srcs)}")
+    device = arg if name == "copy_to" else srcs[0].device
+    for s in srcs[1:]:
+        if s.device != device:
+            raise ValueError(f"{name}: operands on different devices: {device} and {s.device}")
+    if op.kind == ELEMENTWISE:
+        data = srcs[1:] if name == "where" else srcs
+        shape = srcs[0].shape
+        for s in srcs[1:]:
+            if s.shape != shape:
+                raise ValueError(f"{name}: shapes {shape} and {s.shape} differ (broadcast first)")
+        in_dtype = data[0].dtype
+        for s in data[1:]:
+            if s.dtype is not in_dtype:
+                raise TypeError(f"{name}: dtypes {in_dtype.name} and {s.dtype.name} differ (promote first)")
+        if name == "where" and srcs[0].dtype is not dt.bool:
+            raise TypeError("where: the condition must be bool")
+        if not _domain_ok(op.domain, in_dtype):
+            raise TypeError(f"{name} is not defined for {in_dtype.name} (needs {op.domain})")
+        out_dtype = {"same": in_dtype, "bool": dt.bool}.get(op.out) or arg
+        folded = _fold(op, srcs, arg, shape, out_dtype)
+        if folded is not None:
+            return folded
+        return Node(name, srcs, shape, out_dtype, device, arg)
+    shape = op.shape(srcs, arg)
+    if all(s.op == "const" for s in srcs) and name in ("reshape", "permute", "expand", "sum", "copy_to"):
+        value = srcs[0].arg
+        if name == "sum":
+            n = int(np.prod([srcs[0].shape[a] for a in arg], dtype=np.int64))
+            value = np.asarray(value, srcs[0].dtype.np) * n
+        return const(value, shape, srcs[0].dtype, device)
+    return Node(name, tuple(srcs), shape, srcs[0].dtype, device, arg)
+
+
+def _fold(op: Op, srcs, arg, shape, out_dtype) -> Optional[Node]:
+    """Constant folding and the identities the derivative rules rely on (x*1, x+0, casts of constants)."""
+    if all(s.op == "const" for s in srcs):
+        vals = [np.asarray(s.arg, s.dtype.np) for s in srcs]
+        with np.errstate(all="ignore"):
+            value = op.ref(*vals, arg)
+        return const(value, shape, out_dtype, srcs[0].device)
+    if op.name in ("mul", "add", "sub") and len(srcs) == 2:
+        a, b = srcs
+        unit = 1 if op.name == "mul" else 0
+        if b.op == "const" and b.arg == unit and out_dtype is a.dtype:
+            return a
+        if a.op == "const" and a.arg == unit and out_dtype is b.dtype and op.name != "sub":
+            return b
+    if op.name == "cast" and srcs[0].dtype is arg:
+        return srcs[0]
+    return None
+
+
+class _Builder:
+    """`f.mul(a, b)` is `apply("mul", a, b)`: lets derivative rules read like math."""
+
+    def __getattr__(self, name):
+        if name not in OPS:
+            raise AttributeError(name)
+        return lambda *srcs, arg=None: apply(name, *srcs, arg=arg)
+
+    @staticmethod
+    def like(value, node: Node) -> Node:
+        return const(value, node.shape, node.dtype, node.device)
+
+    @staticmethod
+    def unreduce(g: Node, axes: tuple, shape: tuple) -> Node:
+        """Broadcast a gradient of a reduction over `axes` back to the input `shape`."""
+        kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
+        return apply("expand", apply("reshape", g, arg=kept), arg=tuple(shape))
+
+    @staticmethod
+    def reduce_to(g: Node, shape: tuple) -> Node:
+        """Sum a broadcast gradient back to `shape` (same rank, size-1 dims were expanded)."""
+        axes = tuple(i for i, (a, b) in enumerate(zip(shape, g.shape)) if a == 1 and b != 1)
+        if not axes:
+            return g
+        return apply("reshape", apply("sum", g, arg=axes), arg=tuple(shape))
+
+
+f = _Builder()
+
+
+# ---------------------------------------------------------------------------
+# Elementwise: unary
+# ---------------------------------------------------------------------------
+
+def _unary(name, ref, expr, vjp, domain="float", out="same"):
+    defop(name, ELEMENTWISE, 1, domain=domain, out=out, ref=lambda x, arg: ref(x),
+          expr=expr, vjp=vjp)
+
+
+_unary("neg", np.negative, "(-{0})", lambda c, g: (f.neg(g),), domain="numeric")
+_unary("abs", np.abs, "abs({0})", lambda c, g: (f.mul(g, f.sign(c.x)),), domain="numeric")
+_unary("sign", np.sign, "sign({0})", lambda c, g: (f.like(0, c.x),), domain="numeric")
+_unary("exp", np.exp, "exp({0})", lambda c, g: (f.mul(g, c.y),))
+_unary("log", np.log, "log({0})", lambda c, g: (f.div(g, c.x),))
+_unary("log1p", np.log1p, "log1p({0})", lambda c, g: (f.div(g, f.add(c.x, f.like(1, c.x))),))
+_unary("expm1", np.expm1, "expm1({0})", lambda c, g: (f.mul(g, f.add(c.y, f.like(1, c.y))),))
+_unary("sqrt", np.sqrt, "sqrt({0})", lambda c, g: (f.div(g, f.mul(c.y, f.like(2, c.y))),))
+_unary("sin", np.sin, "sin({0})", lambda c, g: (f.mul(g, f.cos(c.x)),))
+_unary("cos", np.cos, "cos({0})", lambda c, g: (f.neg(f.mul(g, f.sin(c.x))),))
+_unary("tan", np.tan, "tan({0})",
+       lambda c, g: (f.mul(g, f.add(f.like(1, c.y), f.mul(c.y, c.y))),))
+_unary("tanh", np.tanh, "tanh({0})",
+       lambda c, g: (f.mul(g, f.sub(f.like(1, c.y), f.mul(c.y, c.y))),))
+
+
+def _sigmoid_ref(x):
+    with np.errstate(over="ignore"):
+        return (1 / (1 + np.exp(-x))).astype(x.dtype)
+
+
+_unary("sigmoid", _sigmoid_ref, "sigmoid({0})",
+       lambda c, g: (f.mul(g, f.mul(c.y, f.sub(f.like(1, c.y), c.y))),))
+_unary("relu", lambda x: np.maximum(x, np.zeros((), x.dtype)), "relu({0})",
+       lambda c, g: (f.where(f.gt(c.x, f.like(0, c.x)), g, f.like(0, g)),), domain="numeric")
+_unary("logical_not", np.logical_not, "logical_not({0})", None, domain="bool")
+_unary("isnan", np.isnan, "isnan({0})", None, out="bool")
+_unary("isinf", np.isinf, "isinf({0})", None, out="bool")
+_unary("isfinite", np.isfinite, "isfinite({0})", None, out="bool")
+_unary("floor", np.floor, "floor({0})", lambda c, g: (f.like(0, c.x),))
+_unary("ceil", np.ceil, "ceil({0})", lambda c, g: (f.like(0, c.x),))
+_unary("round", np.round, "round({0})", lambda c, g: (f.like(0, c.x),))
+
+
+def _cast_vjp(c, g):
+    return (f.cast(g, arg=c.x.dtype),) if c.x.dtype.is_floating else (None,)
+
+
+defop("cast", ELEMENTWISE, 1, out="arg", ref=lambda x, arg: x.astype(arg.np),
+      expr="cast({0})", vjp=_cast_vjp)
+
+
+# ---------------------------------------------------------------------------
+# Elementwise: binary and ternary
+# ---------------------------------------------------------------------------
+
+def _binary(name, ref, expr, vjp, domain="numeric", out="same"):
+    defop(name, ELEMENTWISE, 2, domain=domain, out=out, ref=lambda a, b, arg: ref(a, b),
+          expr=expr, vjp=vjp)
+
+
+def _div_vjp(c, g):
+    ga = f.div(g, c.b)
+    return ga, f.neg(f.mul(ga, c.y))
+
+
+def _pow_vjp(c, g):
+    a, b, y = c.a, c.b, c.y
+    ga = f.mul(g, f.mul(b, f.pow(a, f.sub(b, f.like(1, b)))))
+    if b.op == "const":
+        return ga, None
+    # d/db a**b = a**b * log(a); as in PyTorch it is 0 where a == 0 and b >= 0.
+    zero = f.logical_and(f.eq(a, f.like(0, a)), f.ge(b, f.like(0, b)))
+    gb = f.where(zero, f.like(0, g), f.mul(g, f.mul(y, f.log(a))))
+    return ga, gb
+
+
+def _minmax_vjp(wins):
+    def vjp(c, g):
+        # ties split the gradient evenly, as PyTorch does
+        half, zero = f.mul(g, f.like(0.5, g)), f.like(0, g)
+        tie, a_wins = f.eq(c.a, c.b), wins(c.a, c.b)
+        return (f.where(tie, half, f.where(a_wins, g, zero)),
+                f.where(tie, half, f.where(a_wins, zero, g)))
+    return vjp
+
+
+_binary("add", np.add, "({0} + {1})", lambda c, g: (g, g))
+_binary("sub", np.subtract, "({0} - {1})", lambda c, g: (g, f.neg(g)))
+_binary("mul", np.multiply, "({0} * {1})", lambda c, g: (f.mul(g, c.b), f.mul(g, c.a)))
+_binary("div", np.true_divide, "({0} / {1})", _div_vjp, domain="float")
+_binary("pow", np.power, "pow({0}, {1})", _pow_vjp)
+_binary("floordiv", np.floor_divide, "floordiv({0}, {1})",
+        lambda c, g: (f.like(0, c.a), f.like(0, c.b)))
+_binary("mod", np.remainder, "mod({0}, {1})",
+        lambda c, g: (g, f.neg(f.mul(g, f.floordiv(c.a, c.b)))))
+_binary("maximum", np.maximum, "maximum({0}, {1})", _minmax_vjp(lambda a, b: f.gt(a, b)))
+_binary("minimum", np.minimum, "minimum({0}, {1})", _minmax_vjp(lambda a, b: f.lt(a, b)))
+for _name, _ref, _sym in (("lt", np.less, "<"), ("le", np.less_equal, "<="), ("gt", np.greater, ">"),
+                          ("ge", np.greater_equal, ">="), ("eq", np.equal, "=="),
+                          ("ne", np.not_equal, "!=")):
+    _binary(_name, _ref, "({0} %s {1})" % _sym, None, domain="any", out="bool")
+_binary("logical_and", np.logical_and, "({0} & {1})", None, domain="bool")
+_binary("logical_or", np.logical_or, "({0} | {1})", None, domain="bool")
+_binary("logical_xor", np.logical_xor, "({0} ^ {1})", None, domain="bool")
+
+defop("where", ELEMENTWISE, 3, ref=lambda cond, a, b, arg: np.where(cond, a, b),
+      expr="where({0}, {1}, {2})",
+      vjp=lambda c, g: (None, f.where(c.srcs[0], g, f.like(0, g)),
+                        f.where(c.srcs[0], f.like(0, g), g)))
+
+
+# ---------------------------------------------------------------------------
+# Reductions over `arg` = sorted tuple of axes; keepdims is a reshape in the frontend
+# ---------------------------------------------------------------------------
+
+def _extremum_vjp(c, g):
+    # the gradient goes to every element equal to the extremum, split evenly among ties
+    x, axes = c.x, c.arg
+    hit = f.cast(f.eq(x, f.unreduce(c.y, axes, x.shape)), arg=x.dtype)
+    count = f.unreduce(f.sum(hit, arg=axes), axes, x.shape)
+    return (f.div(f.mul(f.unreduce(g, axes, x.shape), hit), count),)
+
+
+def _reduce(name, ref, identity, vjp, domain="numeric"):
+    defop(name, REDUCE, 1, domain=domain, ref=lambda x, arg: ref(x, axis=arg).astype(x.dtype),
+          vjp=vjp, reduce_identity=identity,
+          shape=lambda srcs, axes: tuple(d for i, d in enumerate(srcs[0].shape) if i not in axes))
+
+
+_reduce("sum", np.sum, "0", lambda c, g: (f.unreduce(g, c.arg, c.x.shape),))
+# prod: d/dx_i = prod / x_i, which is nan where x_i == 0 (documented limitation)
+_reduce("prod", np.prod, "1", lambda c, g: (
+    f.div(f.mul(f.unreduce(g, c.arg, c.x.shape), f.unreduce(c.y, c.arg, c.x.shape)), c.x),))
+_reduce("max", np.max, "-inf", _extremum_vjp)
+_reduce("min", np.min, "inf", _extremum_vjp)
+
+
+# ---------------------------------------------------------------------------
+# Movement: views of their source (no arithmetic). Shapes are static args.
+# ---------------------------------------------------------------------------
+
+def _reshape_shape(srcs, shape):
+    if int(np.prod(shape, dtype=np.int64)) != srcs[0].size:
+        raise ValueError(f"reshape: cannot reshape {srcs[0].shape} ({srcs[0].size} elements) into {shape}")
+    return tuple(shape)
+
+
+def _expand_shape(srcs, shape):
+    src = srcs[0].shape
+    if len(src) != len(shape) or any(a != b and a != 1 for a, b in zip(src, shape)):
+        raise ValueError(f"expand: cannot broadcast {src} to {shape}")
+    return tuple(shape)
+
+
+def _slice_shape(srcs, slices):
+    return tuple(len(range(*s)) for s in slices)
+
+
+def py_slices(slices) -> tuple:
+    """Normalised (start, stop, step) triples as Python slices; a stop of -1 with a negative step means 'to the front'."""
+    return tuple(slice(a, b if b >= 0 else None, c) for a, b, c in slices)
+
+
+def _invert(perm):
+    inv = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inv[p] = i
+    return tuple(inv)
+
+
+defop("reshape", MOVEMENT, 1, ref=lambda x, shape: x.reshape(shape), shape=_reshape_shape,
+      vjp=lambda c, g: (f.reshape(g, arg=c.x.shape),))
+defop("permute", MOVEMENT, 1, ref=lambda x, perm: x.transpose(perm),
+      shape=lambda srcs, perm: tuple(srcs[0].shape[p] for p in perm),
+      vjp=lambda c, g: (f.permute(g, arg=_invert(c.arg)),))
+defop("expand", MOVEMENT, 1, ref=lambda x, shape: np.broadcast_to(x, shape), shape=_expand_shape,
+      vjp=lambda c, g: (f.reduce_to(g, c.x.shape),))
+# slice: arg is one normalised (start, stop, step) per dimension
+defop("slice", MOVEMENT, 1, ref=lambda x, sl: x[py_slices(sl)], shape=_slice_shape,
+      vjp=lambda c, g: (f.embed(g, arg=(c.x.shape, c.arg)),))
+
+
+# ---------------------------------------------------------------------------
+# Library ops: run as whole-array calls (BLAS, copies), never fused
+# ---------------------------------------------------------------------------
+
+def _embed_ref(g, arg):
+    shape, slices = arg
+    out = np.zeros(shape, g.dtype)
+    out[py_slices(slices)] = g
+    return out
+
+
+# embed: the zero tensor of `shape` with `g` written at `slices`; the gradient of slice
+defop("embed", LIBRARY, 1, ref=_embed_ref, shape=lambda srcs, arg: tuple(arg[0]),
+      vjp=lambda c, g: (f.slice(g, arg=c.arg[1]),))
+
+
+def _concat_shape(srcs, axis):
+    first = srcs[0].shape
+    for s in srcs[1:]:
+        if s.ndim != len(first) or any(a != b for i, (a, b) in enumerate(zip(first, s.shape)) if i != axis):
+            raise ValueError(f"concat: shapes {first} and {s.shape} differ off axis {axis}")
+    return first[:axis] + (sum(s.shape[axis] for s in srcs),) + first[axis + 1:]
+
+
+def _concat_vjp(c, g):
+    grads, start = [], 0
+    for s in c.srcs:
+        sl = tuple((start, start + s.shape[i], 1) if i == c.arg else (0, d, 1)
+                   for i, d in enumerate(g.shape))
+        grads.append(f.slice(g, arg=sl))
+        start += s.shape[c.arg]
+    return tuple(grads)
+
+
+defop("concat", LIBRARY, -1, ref=lambda *xs: np.concatenate(xs[:-1], axis=xs[-1]),
+      shape=_concat_shape, vjp=_concat_vjp)
+
+
+def _matmul_shape(srcs, arg):
+    a, b = srcs[0].shape, srcs[1].shape
+    if len(a) < 2 or len(b) < 2 or a[:-2] != b[:-2]:
+        raise ValueError(f"matmul: bad operand shapes {a} and {b}")
+    if a[-1] != b[-2]:
+        raise ValueError(f"matmul: inner dimensions differ: {a} @ {b} ({a[-1]} != {b[-2]})")
+    return a[:-1] + b[-1:]
+
+
+def _mT(x):
+    return f.permute(x, arg=tuple(range(x.ndim - 2)) + (x.ndim - 1, x.ndim - 2))
+
+
+# matmul: (..., n, k) @ (..., k, m) with equal batch dims (the frontend broadcasts them)
+defop("matmul", MATMUL, 2, domain="numeric", ref=lambda a, b, arg: np.matmul(a, b),
+      shape=_matmul_shape,
+      vjp=lambda c, g: (f.matmul(g, _mT(c.b)), f.matmul(_mT(c.a), g)))
+
+# copy_to: the same value on device `arg` (a transfer, run between kernels)
+defop("copy_to", LIBRARY, 1, ref=lambda x, device: x, shape=lambda srcs, device: srcs[0].shape,
+      vjp=lambda c, g: (f.copy_to(g, arg=c.x.device),))
+
+# sources: a constant (value in arg) and a computed buffer
+defop("const", SOURCE, 0)
+defop("buffer", SOURCE, 0)
+
+
+class VJPContext:
+    """What a derivative rule sees: the output `y`, the inputs `srcs` (`x`, `a`, `b`) and the static `arg`."""
+
+    __slots__ = ("y", "srcs", "arg")
+
+    def __init__(self, y, srcs, arg):
+        self.y, self.srcs, self.arg = y, srcs, arg
+
+    x = a = property(lambda self: self.srcs[0])
+    b = property(lambda self: self.srcs[1])

@@ -1,0 +1,73 @@
+"""profile: counters for kernels launched and compiled, read through `with fastad.profile() as p:`.
+
+Start at `profile`. Runtimes call `record_launch`, `record_compile` and
+`record_cache_hit`; every active profile (they nest) sees each event.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["profile", "Launch", "record_launch", "record_compile", "record_cache_hit"]
+
+_active: list["profile"] = []
+
+
+@dataclass(frozen=True)
+class Launch:
+    name: str
+    device: str
+    elements: int
+    kind: str = "kernel"   # "kernel" (generated), "library" (BLAS, copies) or "reference" (numpy tier)
+
+    def __str__(self) -> str:
+        return f"{self.kind:<9} {self.name:<48} {self.device:<7} {self.elements:>12,d} elements"
+
+
+@dataclass
+class profile:
+    """Context manager recording what ran: `launches`, `launched`, `compiled`, `cache_hits`, `compile_seconds`."""
+
+    launches: list = field(default_factory=list)
+    compiled: int = 0
+    cache_hits: int = 0
+    compile_seconds: float = 0.0
+
+    @property
+    def launched(self) -> int:
+        """Generated kernels launched (library calls and reference-tier ops are listed, not counted)."""
+        return sum(1 for l in self.launches if l.kind == "kernel")
+
+    @property
+    def kernels(self) -> list:
+        return [l for l in self.launches if l.kind == "kernel"]
+
+    def __enter__(self):
+        _active.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        _active.remove(self)
+        return False
+
+    def __str__(self) -> str:
+        head = (f"{self.launched} kernels launched, {self.compiled} compiled "
+                f"({self.compile_seconds:.2f} s), {self.cache_hits} cache hits")
+        return "\n".join([head] + [f"  {l}" for l in self.launches])
+
+
+def record_launch(name: str, device, elements: int, kind: str = "kernel") -> None:
+    if _active:
+        ev = Launch(name, str(device), int(elements), kind)
+        for p in _active:
+            p.launches.append(ev)
+
+
+def record_compile(seconds: float) -> None:
+    for p in _active:
+        p.compiled += 1
+        p.compile_seconds += seconds
+
+
+def record_cache_hit() -> None:
+    for p in _active:
+        p.cache_hits += 1

@@ -1,0 +1,53 @@
+"""realize: decide when and where a graph runs, and run it.
+
+Start at `realize`. Given nodes whose values are needed, it adds the tensors
+updated in place since the last run (so an optimizer step fuses into the next
+forward), splits the work by device, and hands each part to the scheduler and
+the device's backend. On the CPU a graph runs through the numpy reference
+executor until its structure repeats or it is large (tiering, see
+`fastad.config`), then as compiled Numba kernels.
+"""
+from __future__ import annotations
+
+import weakref
+
+from ._util import contiguous
+from .graph import Node, toposort
+
+__all__ = ["realize", "mark_dirty"]
+
+_dirty: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def mark_dirty(tensor) -> None:
+    """Note a tensor updated in place; its new value is computed with the next realization."""
+    if tensor._node.buffer is None and tensor._node.op != "const":
+        _dirty.add(tensor)
+
+
+def realize(nodes: list[Node]) -> None:
+    """Compute every node in `nodes` that has no value yet, and store the values on the nodes."""
+    pending = [n for n in nodes if n.buffer is None and n.op != "const"]
+    if _dirty:
+        pending += [t._node for t in list(_dirty) if t._node.buffer is None and t._node.op != "const"]
+        _dirty.clear()
+    if not pending:
+        return
+    _realize_transfers(pending)
+    from .schedule import run
+    run(pending)
+
+
+def _realize_transfers(nodes: list[Node]) -> None:
+    """Run every device-to-device copy in the graph first, so each part below it is single-device."""
+    for n in toposort(nodes):
+        if n.op == "copy_to" and n.buffer is None:
+            src = n.srcs[0]
+            realize([src])
+            from .runtime import backend_for
+            from .runtime.reference import const_array
+            host = src.buffer if src.buffer is not None else const_array(src)
+            if src.device.type != "cpu":
+                host = backend_for(src.device).to_numpy(host)
+            host = contiguous(host)
+            n.settle(host if n.device.type == "cpu" else backend_for(n.device).from_numpy(host, n.device))

@@ -1,0 +1,856 @@
+"""tensor: the user-facing `Tensor` and the array functions that build graph from it.
+
+Start at `Tensor` and `_apply`. Every operation ends in `_apply(op, *tensors)`,
+which builds one node through `fastad.ops.apply` and, when gradients are
+wanted, records a `GradFn`. The functions here do the user-facing work the
+primitives do not: Python scalars (weakly typed), type promotion, broadcasting,
+axis normalisation and clear errors. Values are computed only when read
+(`numpy()`, `item()`, `repr`, `backward()`), by `fastad.realize`.
+"""
+from __future__ import annotations
+
+import builtins
+import math
+import numbers
+import operator
+
+import numpy as np
+
+from . import dtypes as dt
+from .autodiff import GradFn, is_grad_enabled, no_grad
+from .device import Device
+from .errors import AxisError
+from .ops import OPS, apply, const
+from .realize import mark_dirty, realize
+
+__all__ = ["Tensor"]
+
+_SCALARS = (builtins.bool, int, float, numbers.Number)
+
+
+class Tensor:
+    """A lazy n-dimensional array that can record gradients (PyTorch-style API)."""
+
+    __slots__ = ("_node", "_ctx", "_leaf_requires_grad", "_retains_grad", "grad", "__weakref__")
+    __array_priority__ = 1000  # numpy defers `ndarray op Tensor` to us
+
+    def __init__(self, node, ctx: GradFn | None = None, requires_grad: bool = False):
+        self._node = node
+        self._ctx = ctx
+        self._leaf_requires_grad = requires_grad
+        self._retains_grad = False
+        self.grad: Tensor | None = None
+
+    # ---- attributes -------------------------------------------------------
+    shape = property(lambda self: self._node.shape)
+    ndim = property(lambda self: len(self._node.shape))
+    size = property(lambda self: self._node.size)
+    dtype = property(lambda self: self._node.dtype)
+    device = property(lambda self: self._node.device)
+    is_leaf = property(lambda self: self._ctx is None)
+    grad_fn = property(lambda self: self._ctx)
+
+    @property
+    def _tracked(self) -> bool:
+        """True when gradients can flow into this tensor (a leaf requiring grad, or made from one)."""
+        return self._ctx is not None or self._leaf_requires_grad
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._tracked
+
+    @requires_grad.setter
+    def requires_grad(self, flag: bool) -> None:
+        self.requires_grad_(flag)
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        if self._ctx is not None and not requires_grad:
+            raise RuntimeError("you can only change requires_grad flags of leaf tensors; use detach()")
+        if requires_grad and not self.dtype.is_floating:
+            raise TypeError(f"only floating point tensors can require gradients, not {self.dtype.name}")
+        self._leaf_requires_grad = builtins.bool(requires_grad)
+        return self
+
+    def retain_grad(self) -> None:
+        if not self._tracked:
+            raise RuntimeError("can't retain_grad on a tensor that does not require grad")
+        if self._ctx is not None:
+            self._retains_grad = True
+
+    def detach(self) -> "Tensor":
+        return Tensor(self._node)
+
+    @property
+    def T(self) -> "Tensor":
+        if self.ndim > 2:
+            raise ValueError(f".T needs a tensor of at most 2 dimensions, got {self.ndim}; use .mT")
+        return permute_dims(self, tuple(range(self.ndim))[::-1])
+
+    @property
+    def mT(self) -> "Tensor":
+        if self.ndim < 2:
+            raise ValueError(f".mT needs at least 2 dimensions, got shape {self.shape}")
+        return permute_dims(self, tuple(range(self.ndim - 2)) + (self.ndim - 1, self.ndim - 2))
+
+    # ---- values -----------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """The value as a numpy array (copied to the host for a CUDA tensor)."""
+        from .runtime import backend_for
+        realize([self._node])
+        buf = self._node.buffer
+        if buf is None:  # a constant: materialise it
+            buf = np.full(self.shape, self._node.arg, self.dtype.np)
+            return buf
+        if self.device.type != "cpu":
+            return backend_for(self.device).to_numpy(buf)
+        return buf
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.numpy()
+        if copy:
+            a = a.copy()
+        return a if dtype is None else a.astype(dtype)
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"only one-element tensors can be converted to Python scalars, got shape {self.shape}")
+        return self.numpy().reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.dtype.kind not in "iu":
+            raise TypeError(f"only integer tensors can be used as an index, not {self.dtype.name}")
+        return int(self.item())
+
+    def __bool__(self):
+        if self.size != 1:
+            raise ValueError(f"the truth value of a tensor with {self.size} elements is ambiguous")
+        return builtins.bool(self.item())
+
+    def __complex__(self):
+        return complex(self.item())
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
+    def __repr__(self) -> str:
+        from ._format import format_tensor
+        return format_tensor(self)
+
+    __str__ = __repr__
+
+    def __hash__(self):
+        return id(self)
+
+    # ---- devices ----------------------------------------------------------
+    def to(self, device=None, dtype=None) -> "Tensor":
+        """A copy on `device` and/or as `dtype` (self when nothing changes), differentiable."""
+        out = self
+        if isinstance(device, (dt.DType, type)) and dtype is None:
+            device, dtype = None, device
+        if dtype is not None:
+            out = astype(out, dtype)
+        if device is not None and Device(device) != out.device:
+            out = _apply("copy_to", out, arg=Device(device))
+        return out
+
+    def to_device(self, device, /, *, stream=None) -> "Tensor":
+        return self.to(device)
+
+    def cpu(self) -> "Tensor":
+        return self.to("cpu")
+
+    def cuda(self, index: int = 0) -> "Tensor":
+        return self.to(f"cuda:{index}")
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        realize([self._node])
+        buf = self._node.buffer if self._node.buffer is not None else self.numpy()
+        return buf.__dlpack__() if stream is None else buf.__dlpack__(stream=stream)
+
+    def __dlpack_device__(self):
+        return (1, 0) if self.device.type == "cpu" else (2, self.device.index)
+
+    def __array_namespace__(self, *, api_version=None):
+        import fastad
+        return fastad
+
+    # ---- autodiff ---------------------------------------------------------
+    def backward(self, gradient=None, retain_graph: builtins.bool | None = None, inputs=None) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad` (PyTorch semantics)."""
+        from .autodiff import backward as run_backward
+        if not self._tracked:
+            raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
+        if gradient is None:
+            if self.size != 1:
+                raise RuntimeError(f"grad can be implicitly created only for scalar outputs; this tensor "
+                                   f"has shape {self.shape}: pass backward(gradient=...)")
+            seed = const(1, self.shape, self.dtype, self.device)
+        else:
+            g = gradient if isinstance(gradient, Tensor) else asarray(gradient, dtype=self.dtype,
+                                                                     device=self.device)
+            if g.shape != self.shape:
+                raise ValueError(f"backward: gradient shape {g.shape} does not match tensor shape {self.shape}")
+            if g.device != self.device:
+                raise ValueError(f"backward: gradient on {g.device}, tensor on {self.device}")
+            seed = g._node if g.dtype is self.dtype else apply("cast", g._node, arg=self.dtype)
+        touched = []
+
+        def sink(t, g):
+            if t.grad is None:
+                t.grad = Tensor(g)
+            else:
+                t.grad._node = apply("add", t.grad._node, g)
+            touched.append(t.grad)
+
+        only = None
+        if inputs is not None:
+            only = {id(t) for t in (inputs if isinstance(inputs, (list, tuple)) else [inputs])}
+            inner = sink
+
+            def sink(t, g):  # noqa: F811 - restricts the sink to `inputs`
+                if id(t) in only:
+                    inner(t, g)
+        run_backward([self], [seed], sink, retain_graph=builtins.bool(retain_graph), stop_at=only)
+        # value and gradients in one realisation, so the scheduler can fuse them
+        realize([self._node] + [g._node for g in touched])
+
+    def zero_(self) -> "Tensor":
+        return self._assign(const(0, self.shape, self.dtype, self.device), "zero_")
+
+    # ---- in-place updates (rebind the node; the Tensor object keeps its identity) -------
+    def _assign(self, node, opname: str) -> "Tensor":
+        if self._ctx is None and self._leaf_requires_grad and is_grad_enabled():
+            raise RuntimeError(f"{opname}: a leaf tensor that requires grad is being used in an in-place "
+                               "operation; wrap the update in `with fastad.no_grad():`")
+        if node.shape != self.shape:
+            raise ValueError(f"{opname}: result shape {node.shape} does not match the tensor's {self.shape}")
+        if node.dtype is not self.dtype:
+            if not dt.can_cast(node.dtype, self.dtype) and not (
+                    node.dtype.kind == self.dtype.kind or self.dtype.kind in "fc"):
+                raise TypeError(f"{opname}: result type {node.dtype.name} can't be cast to {self.dtype.name}")
+            node = apply("cast", node, arg=self.dtype)
+        self._node = node
+        if self._ctx is None:
+            mark_dirty(self)
+        return self
+
+    def _inplace(self, name, other):
+        if is_grad_enabled() and self._ctx is not None:
+            out = _binary(name, self, other)
+            if out.shape != self.shape:
+                raise ValueError(f"in-place {name}: result shape {out.shape} differs from {self.shape}")
+            self._node, self._ctx = out._node, out._ctx
+            return self
+        with no_grad():
+            out = _binary(name, self, other)
+        return self._assign(out._node, f"in-place {name}")
+
+    __iadd__ = lambda self, o: self._inplace("add", o)
+    __isub__ = lambda self, o: self._inplace("sub", o)
+    __imul__ = lambda self, o: self._inplace("mul", o)
+    __itruediv__ = lambda self, o: self._inplace("div", o)
+    __ipow__ = lambda self, o: self._inplace("pow", o)
+    __ifloordiv__ = lambda self, o: self._inplace("floordiv", o)
+
+    def add_(self, other):
+        return self._inplace("add", other)
+
+    def sub_(self, other):
+        return self._inplace("sub", other)
+
+    def mul_(self, other):
+        return self._inplace("mul", other)
+
+    def copy_(self, other):
+        other = _as_tensor(other, self)
+        with no_grad():
+            node = broadcast_to(other, self.shape)._node
+        return self._assign(node, "copy_")
+
+    # ---- operators --------------------------------------------------------
+    __add__ = lambda a, b: _binary("add", a, b)
+    __radd__ = lambda a, b: _binary("add", b, a)
+    __sub__ = lambda a, b: _binary("sub", a, b)
+    __rsub__ = lambda a, b: _binary("sub", b, a)
+    __mul__ = lambda a, b: _binary("mul", a, b)
+    __rmul__ = lambda a, b: _binary("mul", b, a)
+    __truediv__ = lambda a, b: _binary("div", a, b)
+    __rtruediv__ = lambda a, b: _binary("div", b, a)
+    __floordiv__ = lambda a, b: _binary("floordiv", a, b)
+    __rfloordiv__ = lambda a, b: _binary("floordiv", b, a)
+    __mod__ = lambda a, b: _binary("mod", a, b)
+    __rmod__ = lambda a, b: _binary("mod", b, a)
+    __pow__ = lambda a, b: pow(a, b)
+    __rpow__ = lambda a, b: pow(b, a)
+    __matmul__ = lambda a, b: matmul(a, b)
+    __rmatmul__ = lambda a, b: matmul(b, a)
+    __neg__ = lambda a: negative(a)
+    __pos__ = lambda a: a
+    __abs__ = lambda a: abs(a)
+    __invert__ = lambda a: logical_not(a) if a.dtype is dt.bool else _type_error("~", a)
+    __lt__ = lambda a, b: _binary("lt", a, b)
+    __le__ = lambda a, b: _binary("le", a, b)
+    __gt__ = lambda a, b: _binary("gt", a, b)
+    __ge__ = lambda a, b: _binary("ge", a, b)
+    __eq__ = lambda a, b: _binary("eq", a, b)
+    __ne__ = lambda a, b: _binary("ne", a, b)
+    __and__ = lambda a, b: _binary("logical_and", a, b)
+    __rand__ = lambda a, b: _binary("logical_and", b, a)
+    __or__ = lambda a, b: _binary("logical_or", a, b)
+    __ror__ = lambda a, b: _binary("logical_or", b, a)
+    __xor__ = lambda a, b: _binary("logical_xor", a, b)
+    __rxor__ = lambda a, b: _binary("logical_xor", b, a)
+    __getitem__ = lambda self, index: getitem(self, index)
+
+    def __setitem__(self, index, value):
+        raise TypeError("fastad tensors do not support item assignment yet; build a new tensor "
+                        "with fastad.where or concat")
+
+    # ---- methods mirroring the functions ----------------------------------
+    def sum(self, axis=None, keepdims=False, dtype=None):
+        return sum(self, axis=axis, keepdims=keepdims, dtype=dtype)
+
+    def mean(self, axis=None, keepdims=False):
+        return mean(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return max(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        return min(self, axis=axis, keepdims=keepdims)
+
+    def prod(self, axis=None, keepdims=False, dtype=None):
+        return prod(self, axis=axis, keepdims=keepdims, dtype=dtype)
+
+    def reshape(self, *shape):
+        return reshape(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)
+
+    def permute(self, *axes):
+        return permute_dims(self, axes[0] if len(axes) == 1 and not isinstance(axes[0], int) else axes)
+
+    def transpose(self, dim0, dim1):
+        perm = list(range(self.ndim))
+        perm[dim0], perm[dim1] = perm[dim1], perm[dim0]
+        return permute_dims(self, perm)
+
+    def squeeze(self, axis=None):
+        return squeeze(self, axis)
+
+    def unsqueeze(self, axis):
+        return expand_dims(self, axis=axis)
+
+    def expand(self, *shape):
+        return broadcast_to(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)
+
+    def astype(self, dtype):
+        return astype(self, dtype)
+
+    def float(self):
+        return astype(self, dt.float32)
+
+    def double(self):
+        return astype(self, dt.float64)
+
+    def flatten(self):
+        return reshape(self, (-1,))
+
+    def clone(self):
+        return _apply("reshape", self, arg=self.shape)
+
+
+def _type_error(op, *xs):
+    names = ", ".join(type(x).__name__ if not isinstance(x, Tensor) else f"Tensor[{x.dtype.name}]" for x in xs)
+    raise TypeError(f"unsupported operand type(s) for {op}: {names}")
+
+
+for _name in ("exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh", "sigmoid", "relu",
+              "abs", "sign", "square", "floor", "ceil", "round", "isnan", "isinf", "isfinite",
+              "logical_not"):
+    setattr(Tensor, _name, (lambda n: lambda self: globals()[n](self))(_name))
+
+
+# ---------------------------------------------------------------------------
+# The one place where tensors meet the op table
+# ---------------------------------------------------------------------------
+
+def _apply(name: str, *inputs: Tensor, arg=None) -> Tensor:
+    """Build `name(*inputs)` and record its GradFn when a gradient may flow through it."""
+    nodes = tuple(t._node for t in inputs)
+    node = apply(name, *nodes, arg=arg)
+    if is_grad_enabled() and node.dtype.is_floating and any(t._tracked for t in inputs):
+        parents = tuple(t if t._tracked else None for t in inputs)
+        return Tensor(node, GradFn(name, parents, nodes, arg, node))
+    return Tensor(node)
+
+
+def _as_tensor(x, like: Tensor) -> Tensor:
+    """Tensors pass through; Python scalars become weakly typed constants on `like`'s device."""
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, _SCALARS) and not isinstance(x, np.ndarray):
+        if isinstance(x, np.generic):
+            return Tensor(const(x.item(), (), dt.to_dtype(x.dtype), like.device))
+        return Tensor(const(x, (), dt.scalar_dtype(x, like.dtype), like.device))
+    if isinstance(x, (np.ndarray, list, tuple)):
+        from .creation import asarray as _asarray
+        return _asarray(x, device=like.device)
+    raise TypeError(f"unsupported operand type: {type(x).__name__} (expected a fastad Tensor or a number)")
+
+
+def broadcast_shapes(*shapes, op="broadcast") -> tuple:
+    ndim = builtins.max(len(s) for s in shapes)
+    out = []
+    for i in range(ndim):
+        dims = {s[i - ndim + len(s)] for s in shapes if i - ndim + len(s) >= 0} - {1}
+        if len(dims) > 1:
+            raise ValueError(f"{op}: shapes {' and '.join(str(tuple(s)) for s in shapes)} cannot be broadcast")
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
+def broadcast_to(x: Tensor, shape) -> Tensor:
+    shape = tuple(int(d) for d in shape)
+    if x.shape == shape:
+        return x
+    if len(shape) < x.ndim:
+        raise ValueError(f"broadcast_to: cannot broadcast {x.shape} to {shape}")
+    if x.ndim < len(shape):
+        x = _apply("reshape", x, arg=(1,) * (len(shape) - x.ndim) + x.shape)
+    return _apply("expand", x, arg=shape)
+
+
+def _promote(op: str, *xs: Tensor) -> tuple:
+    """Cast tensors to their common dtype (floats only for ops defined on floats)."""
+    try:
+        common = dt.result_type(*(x.dtype for x in xs))
+    except TypeError as e:
+        raise TypeError(f"{op}: {e}") from None
+    domain = OPS[op].domain
+    if domain == "float" and not common.is_floating:
+        common = dt.default_float
+    elif domain == "numeric" and common is dt.bool:
+        common = dt.default_int if op not in ("maximum", "minimum") else common
+    return tuple(x if x.dtype is common else _apply("cast", x, arg=common) for x in xs)
+
+
+def _binary(name: str, a, b) -> Tensor:
+    if not isinstance(a, Tensor):
+        if not isinstance(b, Tensor):
+            _type_error(name, a, b)
+        a = _as_tensor_checked(a, b, name)
+    else:
+        b = _as_tensor_checked(b, a, name)
+    if a.device != b.device:
+        raise ValueError(f"{name}: operands are on different devices: {a.device} and {b.device}")
+    shape = a.shape if a.shape == b.shape else broadcast_shapes(a.shape, b.shape, op=name)
+    a, b = _promote(name, a, b)
+    return _apply(name, broadcast_to(a, shape), broadcast_to(b, shape))
+
+
+def _as_tensor_checked(x, like, name):
+    try:
+        return _as_tensor(x, like)
+    except TypeError:
+        _type_error(name, x, like)
+
+
+def _unary(name: str, x) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a fastad Tensor, got {type(x).__name__}")
+    (x,) = _promote(name, x)
+    return _apply(name, x)
+
+
+def _float_math(name):
+    def fn(x):
+        return _unary(name, x)
+    fn.__name__ = name
+    fn.__doc__ = f"Elementwise {name}."
+    return fn
+
+
+exp, log, log1p, expm1, sqrt, sin, cos, tan, tanh, sigmoid = (
+    _float_math(n) for n in ("exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh", "sigmoid"))
+def _keep_int(name):
+    def fn(x):
+        if x.dtype.kind in "iu":
+            return x
+        return _unary(name, x)
+    fn.__name__ = name
+    return fn
+
+
+floor, ceil, round = _keep_int("floor"), _keep_int("ceil"), _keep_int("round")
+
+
+def negative(x):
+    if x.dtype is dt.bool:
+        raise TypeError("negative is not defined for bool tensors")
+    return _apply("neg", x)
+
+
+def positive(x):
+    return x
+
+
+def abs(x):
+    return x if x.dtype is dt.bool else _unary("abs", x)
+
+
+def sign(x):
+    return _unary("sign", x)
+
+
+def relu(x):
+    return _unary("relu", x)
+
+
+def square(x):
+    return multiply(x, x)
+
+
+def isnan(x):
+    return _float_or_false("isnan", x)
+
+
+def isinf(x):
+    return _float_or_false("isinf", x)
+
+
+def isfinite(x):
+    if not x.dtype.is_floating:
+        return Tensor(const(True, x.shape, dt.bool, x.device))
+    return _apply("isfinite", x)
+
+
+def _float_or_false(name, x):
+    if not x.dtype.is_floating:
+        return Tensor(const(False, x.shape, dt.bool, x.device))
+    return _apply(name, x)
+
+
+def logical_not(x):
+    if x.dtype is not dt.bool:
+        x = _apply("ne", x, Tensor(const(0, x.shape, x.dtype, x.device)))
+    return _apply("logical_not", x)
+
+
+def _binary_fn(name):
+    def fn(a, b):
+        return _binary(name, a, b)
+    fn.__name__ = name
+    return fn
+
+
+add, subtract, multiply, divide = (_binary_fn(n) for n in ("add", "sub", "mul", "div"))
+floor_divide, remainder, maximum, minimum = (_binary_fn(n) for n in ("floordiv", "mod", "maximum", "minimum"))
+less, less_equal, greater, greater_equal, equal, not_equal = (
+    _binary_fn(n) for n in ("lt", "le", "gt", "ge", "eq", "ne"))
+
+
+def _logical(name):
+    def fn(a, b):
+        a = a if isinstance(a, Tensor) else _as_tensor(a, b)
+        b = b if isinstance(b, Tensor) else _as_tensor(b, a)
+        return _binary(name, astype(a, dt.bool), astype(b, dt.bool))
+    fn.__name__ = name
+    return fn
+
+
+logical_and, logical_or, logical_xor = (_logical(n) for n in ("logical_and", "logical_or", "logical_xor"))
+
+
+def pow(a, b) -> Tensor:
+    """`a ** b`; small constant exponents become cheaper ops (x**2 is x*x)."""
+    if isinstance(a, Tensor) and isinstance(b, (int, float)) and not isinstance(b, builtins.bool):
+        if a.dtype.is_floating or (isinstance(b, int) and b >= 0):
+            if b == 1:
+                return a * 1 if a._tracked else a
+            if b == 2:
+                return multiply(a, a)
+            if b == 0.5 and a.dtype.is_floating:
+                return sqrt(a)
+            if b == -1 and a.dtype.is_floating:
+                return divide(1, a)
+        if a.dtype.kind in "iu" and isinstance(b, int) and b < 0:
+            raise ValueError("integers to negative integer powers are not allowed")
+    return _binary("pow", a, b)
+
+
+def astype(x: Tensor, dtype, copy: builtins.bool = True) -> Tensor:
+    dtype = dt.to_dtype(dtype)
+    if x.dtype is dtype:
+        return x
+    return _apply("cast", x, arg=dtype)
+
+
+def where(condition, x1, x2) -> Tensor:
+    like = next((t for t in (condition, x1, x2) if isinstance(t, Tensor)), None)
+    if like is None:
+        raise TypeError("where: at least one argument must be a fastad Tensor")
+    if not isinstance(x1, Tensor) and not isinstance(x2, Tensor):
+        x1 = _as_tensor(x1, like)
+        x2 = _as_tensor(x2, x1)
+    else:
+        x1 = _as_tensor(x1, x2 if isinstance(x2, Tensor) else like)
+        x2 = _as_tensor(x2, x1)
+    c = _as_tensor(condition, like)
+    devices = {t.device for t in (c, x1, x2)}
+    if len(devices) > 1:
+        raise ValueError(f"where: operands are on different devices: {', '.join(map(str, devices))}")
+    if c.dtype is not dt.bool:
+        c = astype(c, dt.bool)
+    shape = broadcast_shapes(c.shape, x1.shape, x2.shape, op="where")
+    common = dt.result_type(x1.dtype, x2.dtype)
+    x1, x2 = (astype(t, common) for t in (x1, x2))
+    return _apply("where", broadcast_to(c, shape), broadcast_to(x1, shape), broadcast_to(x2, shape))
+
+
+def clip(x: Tensor, min=None, max=None) -> Tensor:
+    """Clamp to [min, max]; the gradient passes where min <= x <= max (PyTorch's convention)."""
+    out = x
+    if min is not None:
+        out = where(less(x, min), _as_tensor(min, x) if not isinstance(min, Tensor) else min, out)
+    if max is not None:
+        out = where(greater(x, max), _as_tensor(max, x) if not isinstance(max, Tensor) else max, out)
+    if out.dtype is not x.dtype and dt.can_cast(x.dtype, out.dtype) is False:
+        out = astype(out, x.dtype)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Reductions
+# ---------------------------------------------------------------------------
+
+def normalize_axes(axis, ndim: int, op: str) -> tuple:
+    """Sorted, non-negative, unique axes; a bad axis raises AxisError (an IndexError and a ValueError)."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for a in axes:
+        if not isinstance(a, (int, np.integer)) or isinstance(a, builtins.bool):
+            raise TypeError(f"{op}: axis must be an int or a tuple of ints, got {a!r}")
+        if not -ndim <= a < ndim:
+            raise AxisError(f"{op}: axis {a} is out of bounds for a tensor of {ndim} dimensions")
+        out.append(int(a) % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: repeated axis in {axis!r}")
+    return tuple(sorted(out))
+
+
+def _reduce(name: str, x: Tensor, axis, keepdims: builtins.bool, dtype=None) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a fastad Tensor, got {type(x).__name__}")
+    axes = normalize_axes(axis, x.ndim, name)
+    if dtype is not None:
+        x = astype(x, dtype)
+    elif name in ("sum", "prod") and x.dtype.kind in "bi" and x.dtype is not dt.int64:
+        x = astype(x, dt.int64)  # the array API's default integer accumulator
+    elif name in ("sum", "prod") and x.dtype.kind == "u" and x.dtype is not dt.uint64:
+        x = astype(x, dt.uint64)
+    if name in ("max", "min"):
+        if builtins.any(x.shape[a] == 0 for a in axes):
+            raise ValueError(f"{name}: zero-size reduction over axes {axes} of shape {x.shape} has no identity")
+    out = _apply(name, x, arg=axes) if axes else x
+    if keepdims:
+        out = _apply("reshape", out, arg=tuple(1 if i in axes else d for i, d in enumerate(x.shape)))
+    return out
+
+
+def sum(x, /, *, axis=None, dtype=None, keepdims=False):
+    return _reduce("sum", x, axis, keepdims, dtype)
+
+
+def prod(x, /, *, axis=None, dtype=None, keepdims=False):
+    return _reduce("prod", x, axis, keepdims, dtype)
+
+
+def max(x, /, *, axis=None, keepdims=False):
+    return _reduce("max", x, axis, keepdims)
+
+
+def min(x, /, *, axis=None, keepdims=False):
+    return _reduce("min", x, axis, keepdims)
+
+
+def mean(x, /, *, axis=None, keepdims=False):
+    if not x.dtype.is_floating:
+        x = astype(x, dt.default_float)
+    axes = normalize_axes(axis, x.ndim, "mean")
+    n = math.prod(x.shape[a] for a in axes)
+    total = _reduce("sum", x, axes, keepdims)
+    return multiply(total, 1.0 / n if n else float("nan"))
+
+
+# ---------------------------------------------------------------------------
+# Movement
+# ---------------------------------------------------------------------------
+
+def reshape(x: Tensor, shape, /, *, copy=None) -> Tensor:
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
+    if shape.count(-1) > 1:
+        raise ValueError(f"reshape: only one dimension can be -1, got {shape}")
+    if -1 in shape:
+        known = math.prod(d for d in shape if d != -1)
+        if known == 0 or x.size % known:
+            raise ValueError(f"reshape: cannot reshape {x.shape} into {shape}")
+        shape = tuple(x.size // known if d == -1 else d for d in shape)
+    if builtins.any(d < 0 for d in shape):
+        raise ValueError(f"reshape: negative dimension in {shape}")
+    if shape == x.shape:
+        return x
+    return _apply("reshape", x, arg=shape)
+
+
+def permute_dims(x: Tensor, axes) -> Tensor:
+    axes = tuple(int(a) for a in axes)
+    if sorted(a % builtins.max(x.ndim, 1) for a in axes) != list(range(x.ndim)) or len(axes) != x.ndim:
+        raise ValueError(f"permute_dims: {axes} is not a permutation of the {x.ndim} axes of {x.shape}")
+    axes = tuple(a % x.ndim for a in axes)
+    if axes == tuple(range(x.ndim)):
+        return x
+    return _apply("permute", x, arg=axes)
+
+
+def expand_dims(x: Tensor, /, *, axis=0) -> Tensor:
+    if not -x.ndim - 1 <= axis <= x.ndim:
+        raise AxisError(f"expand_dims: axis {axis} is out of bounds for {x.ndim + 1} dimensions")
+    axis = axis % (x.ndim + 1)
+    return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
+
+
+def squeeze(x: Tensor, /, axis=None) -> Tensor:
+    axes = tuple(i for i, d in enumerate(x.shape) if d == 1) if axis is None else normalize_axes(axis, x.ndim, "squeeze")
+    for a in axes:
+        if x.shape[a] != 1:
+            raise ValueError(f"squeeze: axis {a} has size {x.shape[a]}, not 1 (shape {x.shape})")
+    return reshape(x, tuple(d for i, d in enumerate(x.shape) if i not in axes))
+
+
+def concat(arrays, /, *, axis=0) -> Tensor:
+    arrays = list(arrays)
+    if not arrays:
+        raise ValueError("concat: need at least one tensor")
+    if axis is None:
+        arrays, axis = [reshape(a, (-1,)) for a in arrays], 0
+    ndim = arrays[0].ndim
+    if ndim == 0:
+        raise ValueError("concat: zero-dimensional tensors cannot be concatenated")
+    if builtins.any(a.ndim != ndim for a in arrays):
+        raise ValueError(f"concat: all tensors need {ndim} dimensions, got shapes {[a.shape for a in arrays]}")
+    (axis,) = normalize_axes(axis, ndim, "concat")
+    devices = {a.device for a in arrays}
+    if len(devices) > 1:
+        raise ValueError(f"concat: tensors on different devices: {', '.join(map(str, devices))}")
+    common = dt.result_type(*(a.dtype for a in arrays))
+    arrays = [astype(a, common) for a in arrays]
+    if len(arrays) == 1:
+        return arrays[0]
+    return _apply("concat", *arrays, arg=axis)
+
+
+def stack(arrays, /, *, axis=0) -> Tensor:
+    arrays = list(arrays)
+    if not arrays:
+        raise ValueError("stack: need at least one tensor")
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(f"stack: all tensors need the same shape, got {sorted(shapes)}")
+    ndim = arrays[0].ndim + 1
+    if not -ndim <= axis < ndim:
+        raise AxisError(f"stack: axis {axis} is out of bounds for {ndim} dimensions")
+    return concat([expand_dims(a, axis=axis % ndim) for a in arrays], axis=axis % ndim)
+
+
+def getitem(x: Tensor, index) -> Tensor:
+    """Basic indexing: ints, slices, None and Ellipsis. The gradient scatters back (`embed`)."""
+    if not isinstance(index, tuple):
+        index = (index,)
+    for i in index:
+        if isinstance(i, (Tensor, np.ndarray, list)) or isinstance(i, builtins.bool):
+            raise TypeError("advanced (array or bool) indexing is not supported; use ints, slices, None and ...")
+        if not (i is None or i is Ellipsis or isinstance(i, (int, np.integer, slice))):
+            raise TypeError(f"invalid index {i!r}: use ints, slices, None and ...")
+    n_ell = builtins.sum(1 for i in index if i is Ellipsis)
+    if n_ell > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    n_real = builtins.sum(1 for i in index if i is not None and i is not Ellipsis)
+    if n_real > x.ndim:
+        raise IndexError(f"too many indices for a tensor of {x.ndim} dimensions: {n_real}")
+    if n_ell:
+        k = index.index(Ellipsis)
+        index = index[:k] + (slice(None),) * (x.ndim - n_real) + index[k + 1:]
+    else:
+        index = index + (slice(None),) * (x.ndim - n_real)
+    slices, out_shape, dim = [], [], 0
+    for i in index:
+        if i is None:
+            out_shape.append(1)
+            continue
+        size = x.shape[dim]
+        if isinstance(i, slice):
+            s = i.indices(size)
+            slices.append(s)
+            out_shape.append(len(range(*s)))
+        else:
+            i = int(i)
+            if not -size <= i < size:
+                raise IndexError(f"index {i} is out of bounds for axis {dim} with size {size}")
+            i %= size
+            slices.append((i, i + 1, 1))
+        dim += 1
+    out = x
+    if builtins.any(s != (0, d, 1) for s, d in zip(slices, x.shape)):
+        out = _apply("slice", x, arg=tuple(slices))
+    return reshape(out, tuple(out_shape))
+
+
+# ---------------------------------------------------------------------------
+# Linear algebra
+# ---------------------------------------------------------------------------
+
+def matmul(a, b) -> Tensor:
+    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+        _type_error("@", a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: operands must have at least one dimension, got shapes {a.shape} and {b.shape}")
+    if a.device != b.device:
+        raise ValueError(f"matmul: operands are on different devices: {a.device} and {b.device}")
+    a2 = reshape(a, (1,) + a.shape) if a.ndim == 1 else a
+    b2 = reshape(b, b.shape + (1,)) if b.ndim == 1 else b
+    if a2.shape[-1] != b2.shape[-2]:
+        raise ValueError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape} "
+                         f"({a2.shape[-1]} != {b2.shape[-2]})")
+    batch = broadcast_shapes(a2.shape[:-2], b2.shape[:-2], op="matmul")
+    a2, b2 = _promote("matmul", a2, b2)
+    a2 = broadcast_to(a2, batch + a2.shape[-2:])
+    b2 = broadcast_to(b2, batch + b2.shape[-2:])
+    out = _apply("matmul", a2, b2)
+    shape = out.shape
+    if a.ndim == 1:
+        shape = shape[:-2] + shape[-1:]
+    if b.ndim == 1:
+        shape = shape[:-1]
+    return reshape(out, shape)
+
+
+def asarray(obj, dtype=None, device=None, copy=None):
+    from .creation import asarray as _asarray
+    return _asarray(obj, dtype=dtype, device=device, copy=copy)

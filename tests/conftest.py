@@ -1,0 +1,19 @@
+"""Shared pytest setup: a per-session kernel cache directory and the `cuda` marker's skip rule."""
+import os
+import pathlib
+import tempfile
+
+import pytest
+
+# Tests share one on-disk kernel cache per checkout so reruns start warm, unless CI or the user chose one.
+os.environ.setdefault("FASTAD_CACHE_DIR", str(pathlib.Path(tempfile.gettempdir()) / "fastad-test-cache"))
+
+
+def pytest_collection_modifyitems(config, items):
+    from fastad.runtime import cuda_probe
+    if cuda_probe.is_available():
+        return
+    skip = pytest.mark.skip(reason=f"no CUDA GPU: {cuda_probe.why_unavailable()}")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
