@@ -473,7 +473,7 @@ def _instrument(module: ModuleType, lock: "_EntryLock") -> tuple:
             # the exact class it was written against gets swapped.
             if type(cache_file) is IndexDataCacheFile:
                 cache_file.__class__ = _verified_cache_file_class()
-            pass  # MUTATION
+            value._cache = _SelfHealingCache(cache, module.__name__)
         _guard_compile(value, lock)
         found.append(value)
     return tuple(found)
@@ -537,7 +537,8 @@ def _numba_cache_dirs(py_path: Path) -> list[Path]:
         from numba.core.caching import _CacheLocator
 
         if config.CACHE_DIR:
-            dirs.insert(0, Path(config.CACHE_DIR) / _CacheLocator.get_suitable_cache_subpath(str(py_path)))
+            subpath = _CacheLocator.get_suitable_cache_subpath(str(py_path))
+            dirs.insert(0, Path(config.CACHE_DIR) / subpath)
     except Exception:
         pass
     return dirs
@@ -613,7 +614,8 @@ def _verified_cache_file_class() -> type:
             if pickle.load(stream) != self._version:
                 return {}
             stamp, overloads = pickle.loads(stream.read())
-            # A different stamp means the source changed; Numba then overwrites the stale data files.
+            # A different stamp means the source changed; Numba then
+            # overwrites the stale data files.
             return overloads if stamp == self._source_stamp else {}
 
         def _save_data(self, name, data):
@@ -677,7 +679,8 @@ def _acquire_file_lock(path: Path) -> int | None:
                 _log.warning("fastad: %s still locked after %.0f s; continuing unlocked",
                              path, _LOCK_TIMEOUT_S)
                 break
-            time.sleep(delay)  # poll rather than block: the timeout keeps a hung holder from stalling us
+            # Poll rather than block, so a hung holder cannot stall us past the timeout.
+            time.sleep(delay)
             delay = min(delay * 2, 0.05)
         except OSError:  # e.g. ENOLCK on some network filesystems
             break
