@@ -28,7 +28,7 @@ from .creation import (tensor, asarray, from_numpy, from_dlpack, zeros, ones, fu
 from . import random
 from .random import rand, randn
 from .tape import GradientTape, Variable
-from .profile import profile
+from .profiling import profile
 from .config import set_deterministic, is_deterministic
 from . import cuda
 from .explain import explain

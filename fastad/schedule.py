@@ -1,8 +1,419 @@
-"""schedule: placeholder, replaced by the fusing scheduler."""
-from .runtime.reference import evaluate
+"""schedule: split a graph into fused kernels and library calls, then run them in order.
+
+Start at `run` (plan + execute) and `plan`. The rules:
+
+* A node is *materialized* (gets a buffer) when something outside one kernel
+  needs it: a requested output, every reduction, the inputs and outputs of
+  library ops (matmul, embed, concat), and the source of a broadcast that
+  would otherwise be recomputed per broadcast element. Every other
+  elementwise intermediate is recomputed inside each kernel that uses it,
+  never stored: this is how backward kernels re-derive cheap forward values.
+* Movement ops (reshape, permute, expand, slice) are not kernels: they are
+  pushed down to the loads as strided views (`View`). A reshape that no view
+  can express materializes its source, and planning restarts.
+* Each materialized node becomes a kernel *root*: a store over its own shape,
+  or a reduction over its source with the reduced axes last. Roots that share
+  an iteration space and do not depend on each other are fused into one
+  multi-output kernel (a loss value and its gradient in one pass).
+
+Kernels are described by `fastad.kernel_ir.Kernel` (structure only) plus the
+runtime values (`KernelStep`): sizes, views and scalars. The device backend
+runs them (`fastad.runtime`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import dtypes as dt
+from .graph import Node, toposort
+from .kernel_ir import Input, Kernel, Output, Stmt
+from .ops import ELEMENTWISE, LIBRARY, MATMUL, MOVEMENT, OPS, REDUCE
+
+__all__ = ["plan", "run", "describe_plan", "View"]
 
 
-def run(nodes):
-    vals = evaluate(nodes)
-    for n, v in zip(nodes, vals):
-        n.settle(v)
+# ---------------------------------------------------------------------------
+# Views: how a kernel reads a C-contiguous buffer (strides and offset in elements)
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class View:
+    shape: tuple
+    strides: tuple
+    offset: int = 0
+
+    @staticmethod
+    def contiguous(shape) -> "View":
+        strides, acc = [], 1
+        for d in reversed(shape):
+            strides.append(acc)
+            acc *= d
+        return View(tuple(shape), tuple(reversed(strides)), 0)
+
+    def apply(self, op: str, arg) -> "View | None":
+        """This view after one movement op, or None when no strided view can express it."""
+        if op == "permute":
+            return View(tuple(self.shape[p] for p in arg), tuple(self.strides[p] for p in arg), self.offset)
+        if op == "expand":
+            return View(tuple(arg), tuple(0 if a != b else s for a, b, s in zip(self.shape, arg, self.strides)),
+                        self.offset)
+        if op == "slice":
+            off = self.offset + sum(start * s for (start, _, _), s in zip(arg, self.strides))
+            return View(tuple(len(range(*sl)) for sl in arg),
+                        tuple(s * step for (_, _, step), s in zip(arg, self.strides)), off)
+        if op == "reshape":
+            strides = _reshape_strides(self.shape, self.strides, tuple(arg))
+            return None if strides is None else View(tuple(arg), strides, self.offset)
+        raise ValueError(f"not a movement op: {op}")
+
+
+def _reshape_strides(old_shape, old_strides, new_shape):
+    """Strides that read `new_shape` from the same memory, or None (numpy's no-copy reshape rule)."""
+    if math.prod(old_shape) == 0:
+        return View.contiguous(new_shape).strides
+    old = [(d, s) for d, s in zip(old_shape, old_strides) if d != 1]
+    new_strides = [0] * len(new_shape)
+    oi = ni = 0
+    new_idx = [i for i, d in enumerate(new_shape) if d != 1]
+    while oi < len(old) and ni < len(new_idx):
+        # grow a group of old dims and new dims with equal element counts
+        oj, nj = oi + 1, ni + 1
+        op, np_ = old[oi][0], new_shape[new_idx[ni]]
+        while op != np_:
+            if op < np_:
+                op *= old[oj][0]
+                oj += 1
+            else:
+                np_ *= new_shape[new_idx[nj]]
+                nj += 1
+        for k in range(oi, oj - 1):  # the old group must be one contiguous run
+            if old[k][1] != old[k + 1][1] * old[k + 1][0]:
+                return None
+        stride = old[oj - 1][1]
+        for k in range(nj - 1, ni - 1, -1):
+            new_strides[new_idx[k]] = stride
+            stride *= new_shape[new_idx[k]]
+        oi, ni = oj, nj
+    return tuple(new_strides)
+
+
+# ---------------------------------------------------------------------------
+# Plan
+# ---------------------------------------------------------------------------
+
+@dataclass
+class KernelStep:
+    kernel: Kernel
+    shape: tuple                 # the iteration shape (after collapsing dims)
+    inputs: list                 # (node, View) per kernel input
+    scalars: list                # Python values per scalar argument
+    outputs: list                # the node each kernel output settles
+    depth: int = 0
+
+
+@dataclass
+class LibraryStep:
+    node: Node                   # a matmul, embed or concat node
+    depth: int = 0
+
+
+@dataclass
+class Plan:
+    steps: list = field(default_factory=list)
+    materialized: set = field(default_factory=set)
+
+    def kernels(self) -> list:
+        return [s for s in self.steps if isinstance(s, KernelStep)]
+
+
+class _Materialize(Exception):
+    """Raised while building a kernel: this node must get a buffer of its own."""
+
+    def __init__(self, node: Node):
+        self.node = node
+
+
+def _is_source(node: Node) -> bool:
+    return node.buffer is not None or node.op in ("const", "buffer")
+
+
+def _identity_perm(n):
+    return tuple(range(n))
+
+
+class _KernelBuilder:
+    """Builds one Kernel body from root nodes, memoising (node, view chain) pairs."""
+
+    def __init__(self, materialized: set):
+        self.materialized = materialized
+        self.body: list[Stmt] = []
+        self.memo: dict = {}
+        self.inputs: list = []        # (node, View)
+        self.input_index: dict = {}
+        self.scalars: list = []       # (value, dtype)
+        self.scalar_index: dict = {}
+
+    def _emit(self, stmt: Stmt) -> int:
+        """Append `stmt` unless an identical statement exists (common subexpressions, repeated constants)."""
+        k = self.memo.get(stmt)
+        if k is None:
+            self.body.append(stmt)
+            k = self.memo[stmt] = len(self.body) - 1
+        return k
+
+    def value(self, node: Node, moves: tuple, root: bool = False) -> int:
+        """The statement computing `node` read through `moves`; `root`: compute it even if materialized."""
+        key = (id(node), moves)
+        hit = self.memo.get(key)
+        if hit is not None:
+            return hit
+        if node.op == "const":
+            skey = (node.arg, node.dtype)
+            k = self.scalar_index.get(skey)
+            if k is None:
+                k = self.scalar_index[skey] = len(self.scalars)
+                self.scalars.append(skey)
+            out = self._emit(Stmt("scalar", (), node.dtype, k))
+        elif node.buffer is not None or (id(node) in self.materialized and not root):
+            view = View.contiguous(node.shape)
+            for op, arg, below in moves:
+                nxt = view.apply(op, arg)
+                if nxt is None:
+                    raise _Materialize(below)
+                view = nxt
+            ikey = (id(node), view)
+            k = self.input_index.get(ikey)
+            if k is None:
+                k = self.input_index[ikey] = len(self.inputs)
+                self.inputs.append((node, view))
+            out = self._emit(Stmt("load", (), node.dtype, k))
+        elif OPS[node.op].kind == MOVEMENT:
+            return self.value(node.srcs[0], ((node.op, node.arg, node.srcs[0]),) + moves)
+        elif OPS[node.op].kind == ELEMENTWISE:
+            if any(op == "expand" and below.shape != arg for op, arg, below in moves):
+                raise _Materialize(node)  # don't recompute a subgraph once per broadcast element
+            srcs = tuple(self.value(s, moves) for s in node.srcs)
+            out = self._emit(Stmt(node.op, srcs, node.dtype, node.arg))
+        else:  # a reduction or library op not yet materialized
+            raise _Materialize(node)
+        self.memo[key] = out
+        return out
+
+
+def plan(outputs: list[Node]) -> Plan:
+    """The kernels and library calls that compute `outputs`, in an order that respects dependencies."""
+    materialized = {id(n) for n in outputs if not _is_source(n)}
+    while True:
+        try:
+            return _plan(outputs, materialized)
+        except _Materialize as m:
+            if id(m.node) in materialized:
+                raise RuntimeError(f"scheduler: cannot express {m.node}") from None
+            materialized.add(id(m.node))
+
+
+def _library_operand_needs(node: Node, materialized: set) -> None:
+    """Library ops read their operands as arrays: a view chain over a buffer, or a materialized node."""
+    for s in node.srcs:
+        base = s
+        while base.buffer is None and OPS[base.op].kind == MOVEMENT:
+            base = base.srcs[0]
+        if not _is_source(base) and id(base) not in materialized:
+            raise _Materialize(base)
+
+
+def _plan(outputs: list[Node], materialized: set) -> Plan:
+    order = [n for n in toposort(outputs) if n.buffer is None and n.op not in ("const", "buffer")]
+    for n in order:
+        if OPS[n.op].kind in (REDUCE, LIBRARY, MATMUL):
+            materialized.add(id(n))
+            if OPS[n.op].kind != REDUCE:
+                _library_operand_needs(n, materialized)
+    roots = [n for n in order if id(n) in materialized]
+    # build one single-root kernel per root first, to learn dependencies and spaces
+    units = []
+    for n in roots:
+        if OPS[n.op].kind in (LIBRARY, MATMUL):
+            units.append(("library", n, None, None))
+            continue
+        units.append(("kernel", n) + _root_space(n))
+    depth: dict[int, int] = {}
+    loads_of: dict[int, list] = {}
+    for u in units:
+        n = u[1]
+        deps = _direct_deps(n, materialized)
+        depth[id(n)] = 1 + max((depth.get(id(d), 0) for d in deps), default=0)
+        loads_of[id(n)] = deps
+    # fuse roots with the same depth (hence independent) and a compatible iteration space
+    groups: list[dict] = []
+    for u in units:
+        n = u[1]
+        if u[0] == "library":
+            groups.append({"library": n, "depth": depth[id(n)]})
+            continue
+        _, _, shape, rnd, perm = u
+        for g in groups:
+            if "roots" in g and g["depth"] == depth[id(n)] and _compatible(g, shape, rnd, perm):
+                g["roots"].append(n)
+                if rnd:
+                    g["rnd"], g["perm"] = rnd, perm
+                break
+        else:
+            groups.append({"roots": [n], "shape": shape, "rnd": rnd, "perm": perm, "depth": depth[id(n)]})
+    p = Plan(materialized=materialized)
+    for g in sorted(groups, key=lambda g: g["depth"]):
+        if "library" in g:
+            p.steps.append(LibraryStep(g["library"], g["depth"]))
+        else:
+            p.steps.append(_build_kernel(g, materialized))
+    return p
+
+
+def _root_space(n: Node):
+    """(iteration shape, reduced trailing dims, permutation of the source) for a root."""
+    if OPS[n.op].kind == REDUCE:
+        src = n.srcs[0]
+        kept = tuple(i for i in range(src.ndim) if i not in n.arg)
+        perm = kept + tuple(n.arg)
+        return tuple(src.shape[p] for p in perm), len(n.arg), perm
+    return tuple(n.shape), 0, None
+
+
+def _compatible(g, shape, rnd, perm) -> bool:
+    if g["shape"] != shape:
+        return False
+    if rnd and g["rnd"]:
+        return rnd == g["rnd"] and perm == g["perm"]
+    # a store kernel can join a reduction only when the reduction reads its source in order
+    other_perm = perm if rnd else g["perm"]
+    return other_perm is None or other_perm == _identity_perm(len(other_perm))
+
+
+def _direct_deps(n: Node, materialized: set) -> list:
+    """Materialized or computed nodes that the kernel (or call) for `n` reads."""
+    out, seen, stack = [], set(), list(n.srcs)
+    while stack:
+        s = stack.pop()
+        if id(s) in seen:
+            continue
+        seen.add(id(s))
+        if id(s) in materialized:
+            out.append(s)
+        elif s.buffer is None and s.op not in ("const", "buffer"):
+            stack.extend(s.srcs)
+    return out
+
+
+def _build_kernel(g: dict, materialized: set) -> KernelStep:
+    b = _KernelBuilder(materialized)
+    shape, rnd, perm = g["shape"], g["rnd"], g["perm"]
+    outs = []
+    for n in g["roots"]:
+        if OPS[n.op].kind == REDUCE:
+            src = n.srcs[0]
+            moves = () if perm == _identity_perm(src.ndim) else (("permute", perm, src),)
+            outs.append(Output(b.value(src, moves), n.dtype, n.op))
+        else:
+            outs.append(Output(b.value(n, (), root=True), n.dtype, None))
+    full_shape = tuple(shape)
+    views = [v for _, v in b.inputs]
+    shape2, strides2, rnd2 = _collapse(full_shape, rnd, [v.strides for v in views])
+    inputs = tuple(Input(node.dtype, _pattern(st)) for (node, _), st in zip(b.inputs, strides2))
+    kernel = Kernel(len(shape2), rnd2, inputs, tuple(d for _, d in b.scalars), tuple(b.body), tuple(outs))
+    step_inputs = [(node, View(shape2, st, v.offset)) for (node, v), st in zip(b.inputs, strides2)]
+    return KernelStep(kernel, shape2, step_inputs, [v for v, _ in b.scalars], list(g["roots"]), g["depth"])
+
+
+def _pattern(strides) -> str:
+    return "".join("0" if s == 0 else "1" if s == 1 else "n" for s in strides)
+
+
+def _collapse(shape, rnd, strides_list):
+    """Drop size-1 dims and merge neighbours every input reads contiguously (fewer loops, unit strides)."""
+    n = len(shape)
+    boundary = n - rnd
+    dims = [i for i in range(n) if shape[i] != 1]
+    if not dims:
+        return (1,), [(0,) for _ in strides_list], 0
+    groups = [[dims[0]]]
+    for d in dims[1:]:
+        prev = groups[-1][-1]
+        same_side = (prev < boundary) == (d < boundary)
+        if same_side and all(st[prev] == st[d] * shape[d] for st in strides_list):
+            groups[-1].append(d)
+        else:
+            groups.append([d])
+    new_shape = tuple(math.prod(shape[d] for d in grp) for grp in groups)
+    new_strides = [tuple(st[grp[-1]] for grp in groups) for st in strides_list]
+    new_rnd = sum(1 for grp in groups if grp[0] >= boundary)
+    if new_rnd == 0 and rnd:
+        # every reduced dim had size 1: keep one so the kernel still reduces (over one element)
+        new_shape += (1,)
+        new_strides = [st + (0,) for st in new_strides]
+        new_rnd = 1
+    return new_shape, new_strides, new_rnd
+
+
+# ---------------------------------------------------------------------------
+# Execution
+# ---------------------------------------------------------------------------
+
+def _flat(node: Node, xp):
+    buf = node.buffer
+    if buf is None:  # a const feeding a library op
+        return xp.asarray(node.arg, dtype=node.dtype.np).reshape(1)
+    return buf.reshape(-1)
+
+
+def _operand(node: Node, xp):
+    """A library operand as an array: a buffer, or numpy views over one."""
+    if node.buffer is not None:
+        return node.buffer
+    if node.op == "const":
+        return xp.broadcast_to(xp.asarray(node.arg, dtype=node.dtype.np), node.shape)
+    return OPS[node.op].ref(_operand(node.srcs[0], xp), node.arg)
+
+
+def run(outputs: list[Node]) -> None:
+    """Compute `outputs` (all on one device) and store every materialized value on its node."""
+    from .runtime import backend_for
+    from . import profile
+    if not outputs:
+        return
+    backend = backend_for(outputs[0].device)
+    xp = backend.xp
+    p = plan(outputs)
+    for step in p.steps:
+        if isinstance(step, LibraryStep):
+            n = step.node
+            args = [_operand(s, xp) for s in n.srcs]
+            profile.record_launch(n.op, n.device, n.size, kind="library")
+            n.settle(backend.run_library(n.op, n.arg, args))
+            continue
+        inputs = [(_flat(node, xp), view.offset, view.strides) for node, view in step.inputs]
+        results = backend.run_kernel(step.kernel, step.shape, inputs, step.scalars)
+        for node, buf in zip(step.outputs, results):
+            node.settle(buf.reshape(node.shape))
+
+
+def describe_plan(outputs: list[Node], source: bool = False) -> list[str]:
+    """Readable fusion plan lines for `fastad.explain`."""
+    pending = [n for n in outputs if n.buffer is None and n.op != "const"]
+    if not pending:
+        return ["plan: nothing to compute (values are known)"]
+    p = plan(pending)
+    lines = [f"plan: {len(p.kernels())} fused kernel(s), "
+             f"{len(p.steps) - len(p.kernels())} library call(s)"]
+    for i, s in enumerate(p.steps):
+        if isinstance(s, LibraryStep):
+            lines.append(f"  step {i}: library {s.node.op} -> {s.node.dtype.name}{list(s.node.shape)}")
+            continue
+        lines.append(f"  step {i}: kernel {s.kernel.name} over {list(s.shape)}")
+        lines += ["    " + l for l in s.kernel.describe().splitlines()]
+        if source:
+            from .codegen.numba import render
+            lines += ["    | " + l for l in render(s.kernel).splitlines()]
+    return lines

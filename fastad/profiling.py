@@ -1,4 +1,4 @@
-"""profile: counters for kernels launched and compiled, read through `with fastad.profile() as p:`.
+"""profiling: counters for kernels launched and compiled, read through `with fastad.profile() as p:`.
 
 Start at `profile`. Runtimes call `record_launch`, `record_compile` and
 `record_cache_hit`; every active profile (they nest) sees each event.
@@ -17,10 +17,11 @@ class Launch:
     name: str
     device: str
     elements: int
-    kind: str = "kernel"   # "kernel" (generated), "library" (BLAS, copies) or "reference" (numpy tier)
+    kind: str = "kernel"   # "kernel" (a fused kernel) or "library" (BLAS, copies)
+    tier: str = ""         # how a kernel ran: "numba", "numpy" (first-tier interpreter), "cuda"
 
     def __str__(self) -> str:
-        return f"{self.kind:<9} {self.name:<48} {self.device:<7} {self.elements:>12,d} elements"
+        return f"{self.kind:<8} {self.tier:<6} {self.name:<48} {self.device:<7} {self.elements:>12,d} elements"
 
 
 @dataclass
@@ -34,7 +35,7 @@ class profile:
 
     @property
     def launched(self) -> int:
-        """Generated kernels launched (library calls and reference-tier ops are listed, not counted)."""
+        """Fused kernels launched, whichever tier ran them (library calls are listed, not counted)."""
         return sum(1 for l in self.launches if l.kind == "kernel")
 
     @property
@@ -55,9 +56,9 @@ class profile:
         return "\n".join([head] + [f"  {l}" for l in self.launches])
 
 
-def record_launch(name: str, device, elements: int, kind: str = "kernel") -> None:
+def record_launch(name: str, device, elements: int, kind: str = "kernel", tier: str = "") -> None:
     if _active:
-        ev = Launch(name, str(device), int(elements), kind)
+        ev = Launch(name, str(device), int(elements), kind, tier)
         for p in _active:
             p.launches.append(ev)
 
