@@ -91,7 +91,8 @@ class Kernel:
 
     @property
     def name(self) -> str:
-        kind = "reduce" if self.reduce_ndim else "map"
+        reduces = [o.reduce for o in self.outputs if o.reduce]
+        kind = "_".join(dict.fromkeys(reduces)) if reduces else "map"
         ops = [s.op for s in self.body if s.op not in ("load", "scalar")]
         head = "_".join(dict.fromkeys(ops))[:40] or "copy"
         return f"fa_{kind}_{head}_{self.key[:8]}"

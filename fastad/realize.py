@@ -14,7 +14,7 @@ import weakref
 from ._util import contiguous
 from .graph import Node, toposort
 
-__all__ = ["realize", "mark_dirty"]
+__all__ = ["realize", "realize_tensors", "mark_dirty"]
 
 _dirty: "weakref.WeakSet" = weakref.WeakSet()
 
@@ -51,3 +51,8 @@ def _realize_transfers(nodes: list[Node]) -> None:
                 host = backend_for(src.device).to_numpy(host)
             host = contiguous(host)
             n.settle(host if n.device.type == "cpu" else backend_for(n.device).from_numpy(host, n.device))
+
+
+def realize_tensors(*tensors) -> None:
+    """`fastad.realize(a, b, ...)`: compute several tensors in one schedule, so they can share kernels."""
+    realize([t._node for t in tensors])

@@ -236,7 +236,7 @@ def _plan(outputs: list[Node], materialized: set) -> Plan:
     # build one single-root kernel per root first, to learn dependencies and spaces
     units = []
     for n in roots:
-        if OPS[n.op].kind in (LIBRARY, MATMUL):
+        if OPS[n.op].kind in (LIBRARY, MATMUL) or _is_view_of_buffer(n, materialized):
             units.append(("library", n, None, None))
             continue
         units.append(("kernel", n) + _root_space(n))
@@ -270,6 +270,16 @@ def _plan(outputs: list[Node], materialized: set) -> Plan:
         else:
             p.steps.append(_build_kernel(g, materialized))
     return p
+
+
+def _is_view_of_buffer(n: Node, materialized: set) -> bool:
+    """A movement chain over a computed node: numpy makes it a view (or one copy), no kernel needed."""
+    if OPS[n.op].kind != MOVEMENT:
+        return False
+    base = n
+    while base.buffer is None and OPS[base.op].kind == MOVEMENT:
+        base = base.srcs[0]
+    return base.buffer is not None or (id(base) in materialized and OPS[base.op].kind != MOVEMENT)
 
 
 def _root_space(n: Node):
@@ -337,7 +347,7 @@ def _collapse(shape, rnd, strides_list):
     boundary = n - rnd
     dims = [i for i in range(n) if shape[i] != 1]
     if not dims:
-        return (1,), [(0,) for _ in strides_list], 0
+        return (1,), [(0,) for _ in strides_list], 1 if rnd else 0
     groups = [[dims[0]]]
     for d in dims[1:]:
         prev = groups[-1][-1]
@@ -380,7 +390,7 @@ def _operand(node: Node, xp):
 def run(outputs: list[Node]) -> None:
     """Compute `outputs` (all on one device) and store every materialized value on its node."""
     from .runtime import backend_for
-    from . import profile
+    from . import profiling as profile
     if not outputs:
         return
     backend = backend_for(outputs[0].device)
@@ -389,6 +399,10 @@ def run(outputs: list[Node]) -> None:
     for step in p.steps:
         if isinstance(step, LibraryStep):
             n = step.node
+            if OPS[n.op].kind == MOVEMENT:  # a view of a computed buffer: no kernel
+                profile.record_launch(n.op, n.device, n.size, kind="view")
+                n.settle(xp.ascontiguousarray(_operand(n, xp)).reshape(n.shape))
+                continue
             args = [_operand(s, xp) for s in n.srcs]
             profile.record_launch(n.op, n.device, n.size, kind="library")
             n.settle(backend.run_library(n.op, n.arg, args))
