@@ -61,10 +61,15 @@ default_float = float32
 default_int = int64
 
 
+_BY_NP = {d.np: d for d in ALL}
+
+
 def to_dtype(spec) -> DType:
     """A DType from a DType, a name, a numpy dtype or a Python/numpy type."""
     if isinstance(spec, DType):
         return spec
+    if isinstance(spec, np.dtype) and spec in _BY_NP:
+        return _BY_NP[spec]
     if spec is builtins_bool:
         return bool
     if spec is int:

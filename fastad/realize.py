@@ -33,14 +33,17 @@ def realize(nodes: list[Node]) -> None:
         _dirty.clear()
     if not pending:
         return
-    _realize_transfers(pending)
+    order = toposort(pending)
+    if any(n.op == "copy_to" for n in order):
+        _realize_transfers(order)
+        order = toposort(pending)
     from .schedule import run
-    run(pending)
+    run(pending, order)
 
 
-def _realize_transfers(nodes: list[Node]) -> None:
+def _realize_transfers(order: list[Node]) -> None:
     """Run every device-to-device copy in the graph first, so each part below it is single-device."""
-    for n in toposort(nodes):
+    for n in order:
         if n.op == "copy_to" and n.buffer is None:
             src = n.srcs[0]
             realize([src])

@@ -31,6 +31,10 @@ from . import dtypes as dt
 from .graph import Node, toposort
 from .kernel_ir import Input, Kernel, Output, Stmt
 from .ops import ELEMENTWISE, LIBRARY, MATMUL, MOVEMENT, OPS, REDUCE
+from . import profiling as profile
+from .config import settings
+from .runtime import backend_for
+from .runtime.reference import evaluate
 
 __all__ = ["plan", "run", "describe_plan", "View"]
 
@@ -387,14 +391,18 @@ def _operand(node: Node, xp):
     return OPS[node.op].ref(_operand(node.srcs[0], xp), node.arg)
 
 
-def run(outputs: list[Node]) -> None:
-    """Compute `outputs` (all on one device) and store every materialized value on its node."""
-    from .runtime import backend_for
-    from . import profiling as profile
+def run(outputs: list[Node], order: list[Node] | None = None) -> None:
+    """Compute `outputs` (all on one device) and store every materialized value on its node.
+    `order` is their graph in topological order, when the caller has it."""
     if not outputs:
         return
     backend = backend_for(outputs[0].device)
     xp = backend.xp
+    if _small_graph(outputs, order):
+        # tiny tensors: numpy op by op beats planning and launching a kernel
+        for node, value in zip(outputs, evaluate(outputs, xp)):
+            node.settle(xp.ascontiguousarray(value).reshape(node.shape))
+        return
     p = plan(outputs)
     for step in p.steps:
         if isinstance(step, LibraryStep):
@@ -405,12 +413,22 @@ def run(outputs: list[Node]) -> None:
                 continue
             args = [_operand(s, xp) for s in n.srcs]
             profile.record_launch(n.op, n.device, n.size, kind="library")
-            n.settle(backend.run_library(n.op, n.arg, args))
+            n.settle(backend.run_library(n.op, n.arg, args, device=n.device))
             continue
         inputs = [(_flat(node, xp), view.offset, view.strides) for node, view in step.inputs]
-        results = backend.run_kernel(step.kernel, step.shape, inputs, step.scalars)
+        results = backend.run_kernel(step.kernel, step.shape, inputs, step.scalars, device=outputs[0].device)
         for node, buf in zip(step.outputs, results):
             node.settle(buf.reshape(node.shape))
+
+
+def _small_graph(outputs: list[Node], order) -> bool:
+    limit = settings.small_graph_elements
+    if settings.cpu_mode == "jit" or limit <= 0 or outputs[0].device.type != "cpu":
+        return False
+    for n in order if order is not None else toposort(outputs):
+        if n.size > limit:
+            return False
+    return True
 
 
 def describe_plan(outputs: list[Node], source: bool = False) -> list[str]:

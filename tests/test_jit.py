@@ -66,6 +66,7 @@ def test_tiering_runs_numpy_first_then_compiles(monkeypatch):
     monkeypatch.setattr(settings, "cpu_mode", "auto")
     monkeypatch.setattr(settings, "jit_after_calls", 2)
     monkeypatch.setattr(settings, "jit_min_elements", 10**9)
+    monkeypatch.setattr(settings, "small_graph_elements", 0)
     tiers = []
     for _ in range(3):
         x = fa.asarray(np.arange(7, dtype=np.float32), requires_grad=True)

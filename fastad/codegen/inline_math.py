@@ -14,5 +14,8 @@ from . import mathlib
 __all__ = list(mathlib.__all__)
 
 for _name in mathlib.__all__:
-    globals()[_name] = numba.njit(inline="always", error_model="numpy")(getattr(mathlib, _name).py_func)
-del _name
+    _fn = getattr(mathlib, _name)
+    # intrinsics (no Python body) are emitted inline by construction
+    globals()[_name] = (numba.njit(inline="always", error_model="numpy")(_fn.py_func)
+                        if hasattr(_fn, "py_func") else _fn)
+del _name, _fn

@@ -7,8 +7,8 @@ Start at `backend_for`. `cpu.CpuBackend` compiles kernels with Numba,
 A Backend provides:
   from_numpy(array, device) -> buffer      put host data on the device
   to_numpy(buffer) -> numpy.ndarray        copy a buffer to the host
-  run_kernel(kernel, shape, inputs, scalars) -> list of output buffers
-  run_library(op, arg, inputs) -> buffer   matmul, embed, concat (never fused)
+  run_kernel(kernel, shape, inputs, scalars, device) -> list of output buffers
+  run_library(op, arg, inputs, device) -> buffer   matmul, embed, concat (never fused)
   xp                                       the array module of its buffers (numpy, cupy)
 """
 from __future__ import annotations

@@ -65,7 +65,7 @@ class CpuBackend:
         return buffer
 
     # ---- kernels ----------------------------------------------------------
-    def run_kernel(self, kernel, shape, inputs, scalars) -> list:
+    def run_kernel(self, kernel, shape, inputs, scalars, device=None) -> list:
         elements = math.prod(shape)
         entry = self._compiled.get(kernel.key)
         if entry is None and self._should_compile(kernel, elements):
@@ -109,7 +109,7 @@ class CpuBackend:
         return [np.empty(n_kept if o.reduce else n_all, dtype=o.dtype.np) for o in kernel.outputs]
 
     # ---- library calls ----------------------------------------------------
-    def run_library(self, op: str, arg, inputs):
+    def run_library(self, op: str, arg, inputs, device=None):
         from ..ops import OPS
         return contiguous(np.asarray(OPS[op].ref(*inputs, arg)))
 
