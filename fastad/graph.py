@@ -62,20 +62,18 @@ def toposort(outputs: Iterable[Node], stop_at_realized: bool = True) -> list[Nod
     for root in outputs:
         if id(root) in seen:
             continue
-        stack = [(root, False)]
+        seen.add(id(root))
+        stack = [(root, iter(() if stop_at_realized and root.buffer is not None else root.srcs))]
         while stack:
-            node, expanded = stack.pop()
-            if expanded:
+            node, it = stack[-1]
+            for s in it:
+                if id(s) not in seen:
+                    seen.add(id(s))
+                    stack.append((s, iter(() if stop_at_realized and s.buffer is not None else s.srcs)))
+                    break
+            else:
+                stack.pop()
                 order.append(node)
-                continue
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            stack.append((node, True))
-            if not (stop_at_realized and node.buffer is not None):
-                for s in reversed(node.srcs):
-                    if id(s) not in seen:
-                        stack.append((s, False))
     return order
 
 

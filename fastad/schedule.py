@@ -400,7 +400,7 @@ def run(outputs: list[Node], order: list[Node] | None = None) -> None:
     xp = backend.xp
     if _small_graph(outputs, order):
         # tiny tensors: numpy op by op beats planning and launching a kernel
-        for node, value in zip(outputs, evaluate(outputs, xp)):
+        for node, value in zip(outputs, evaluate(outputs, xp, order)):
             node.settle(xp.ascontiguousarray(value).reshape(node.shape))
         return
     p = plan(outputs)
