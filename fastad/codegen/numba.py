@@ -1,22 +1,22 @@
 """codegen.numba: render a `Kernel` as Python source for `numba.njit`.
 
-Start at `render`. The module it returns defines:
+Start at `render`. The module it returns defines one function,
+`body(lo, hi, ...)`: the whole kernel over rows lo..hi of the first iteration
+dimension, compiled with `nogil=True` and `fastmath={"reassoc"}` (so LLVM
+vectorizes reductions). It returns the partial results of reductions over the
+whole iteration space (`full_reductions`). The CPU runtime splits the first
+dimension into a fixed number of chunks that depends only on the size, runs
+them on a thread pool, and combines partials in chunk order: results are
+bit-identical run to run and independent of the thread count. Numba's own
+`prange` is not used: its parfor passes cost about a second of compile time
+per kernel (measured), which the thread pool avoids.
 
-* `body(lo, hi, ...)`: the whole kernel over rows lo..hi of the first
-  iteration dimension, compiled serially with `fastmath={"reassoc"}` (so LLVM
-  vectorizes reductions) and returning the partial results of reductions over
-  the whole iteration space;
-* `kernel_parallel` / `kernel_serial`: run `body` over `CHUNKS` fixed slices,
-  under `prange` or in order, then combine partials in order. The fixed split
-  makes both bit-identical and independent of the thread count. Keeping the
-  heavy loop out of the `prange` body also keeps Numba's parfor passes cheap
-  (measured: the chain kernel compiles in about a third of the time).
-
-Argument order follows `fastad.kernel_ir` (shape, inputs, outputs, scalars).
-Indices are cast to unsigned, so Numba skips negative-index wrap-around, which
-otherwise stops LLVM from vectorizing. Intrinsics (`exp(...)` in the op
-table's kernel expressions) map per dtype to `fastad.codegen.mathlib`, inlined
-at Numba-IR level (`inline_math`), or to Numba built-ins.
+Argument order follows `fastad.kernel_ir` (shape, inputs, outputs, scalars),
+after `lo, hi`. Indices are cast to unsigned, so Numba skips negative-index
+wrap-around, which otherwise stops LLVM from vectorizing. Intrinsics
+(`exp(...)` in the op table's kernel expressions) map per dtype to
+`fastad.codegen.mathlib`, inlined at Numba-IR level (`inline_math`), or to
+Numba built-ins.
 """
 from __future__ import annotations
 
@@ -28,9 +28,7 @@ from .. import dtypes as dt
 from ..kernel_ir import Kernel
 from ..ops import OPS
 
-__all__ = ["render", "CHUNKS"]
-
-CHUNKS = 64  # work split: fixed, so results do not depend on the thread count
+__all__ = ["render", "full_reductions", "merge_partials", "accumulator_dtype"]
 
 _MATHLIB = ("exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "sigmoid")
 _INTRINSIC = re.compile(r"\b([a-z_][a-z0-9_]*)\(")
@@ -127,29 +125,18 @@ def _update(reduce: str, acc: str, v: str) -> str:
     return f"{acc} = {v} if {v} {cmp} {acc} else {acc}"
 
 
-def _merge(reduce: str, acc: str, v: str) -> str:
-    """Combine two partial results; for max/min a nan partial wins (numpy propagates nan)."""
-    if reduce in ("sum", "prod"):
-        return _update(reduce, acc, v)
-    cmp = ">" if reduce == "max" else "<"
-    return f"{acc} = {v} if ({v} {cmp} {acc}) or ({v} != {v}) else {acc}"
-
-
 def render(kernel: Kernel) -> str:
-    """Python source of a module defining `body`, `kernel_parallel` and `kernel_serial`."""
-    return "\n\n".join([_HEADER + _body(kernel), _entry(kernel, True), _entry(kernel, False)]) + "\n"
+    """Python source of a module defining `body(lo, hi, ...)`."""
+    return _HEADER + _body(kernel) + "\n"
 
 
 _HEADER = """import math, cmath
 import numpy as np
 import numba
-from numba import prange
 from numba import uint64 as U
 from fastad.codegen.inline_math import *
 
-CHUNKS = %d
-
-""" % CHUNKS
+"""
 
 
 def _signature(kernel: Kernel) -> list:
@@ -161,7 +148,7 @@ def _signature(kernel: Kernel) -> list:
     return args
 
 
-def _full_reductions(kernel: Kernel) -> list:
+def full_reductions(kernel: Kernel) -> list:
     """Reduced outputs of a kernel that reduces its whole iteration space (combined across chunks)."""
     if kernel.ndim > kernel.reduce_ndim:
         return []
@@ -229,35 +216,27 @@ def _body(kernel: Kernel) -> str:
         for k in reductions:
             o = kernel.outputs[k]
             lines.append(out_ind + f"out{k}[{flat_index(list(range(n_outer)))}] = {_np_type(o.dtype)}({result(k)})")
-    full = _full_reductions(kernel)
+    full = full_reductions(kernel)
     lines.append("    return (" + "".join(f"{result(k)}, " for k in full) + ")" if full else "    return 0")
     return "\n".join(lines)
 
 
-def _entry(kernel: Kernel, parallel: bool) -> str:
-    """The entry point: `body` over CHUNKS slices of the first dimension, in parallel or in order.
-    Both variants chunk alike, so they give bit-identical results."""
-    sig = _signature(kernel)
-    name = "kernel_parallel" if parallel else "kernel_serial"
-    full = _full_reductions(kernel)
-    lines = [f"@numba.njit(parallel={parallel}, cache=True, error_model='numpy', nogil=True)",
-             f"def {name}({', '.join(sig)}):",
-             "    nch = min(s0, CHUNKS) if s0 > 0 else 1"]
-    for k in full:
-        o = kernel.outputs[k]
-        T = _acc_type(o.reduce, o.dtype)
-        lines.append(f"    part{k} = np.empty(nch, dtype={'np.bool_' if o.dtype is dt.bool else T})")
-    lines.append(f"    for c in {'prange' if parallel else 'range'}(nch):")
-    call = f"body(c * s0 // nch, (c + 1) * s0 // nch, {', '.join(sig)})"
-    if full:
-        lines.append(f"        r = {call}")
-        lines += [f"        part{k}[c] = r[{j}]" for j, k in enumerate(full)]
-    else:
-        lines.append(f"        {call}")
-    for k in full:
-        o = kernel.outputs[k]
-        lines.append(f"    acc = part{k}[0]")
-        lines.append("    for c in range(1, nch):")
-        lines.append("        " + _merge(o.reduce, "acc", f"part{k}[c]"))
-        lines.append(f"    out{k}[0] = {_np_type(o.dtype)}(acc)")
-    return "\n".join(lines)
+def accumulator_dtype(kernel: Kernel, k: int) -> np.dtype:
+    """The numpy dtype of output k's partial results."""
+    o = kernel.outputs[k]
+    return np.dtype(np.float64) if _acc_type(o.reduce, o.dtype) == "np.float64" else o.dtype.np
+
+
+def merge_partials(kernel: Kernel, k: int, parts: list):
+    """Combine the chunk partials of full reduction `k`, in chunk order (host side)."""
+    op = kernel.outputs[k].reduce
+    acc = parts[0]
+    with np.errstate(all="ignore"):
+        for p in parts[1:]:
+            if op == "sum":
+                acc = acc + p
+            elif op == "prod":
+                acc = acc * p
+            elif p != p or (p > acc if op == "max" else p < acc):
+                acc = p
+    return acc

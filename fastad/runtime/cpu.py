@@ -3,51 +3,60 @@
 Start at `CpuBackend.run_kernel`. A kernel structure (`Kernel.key`) seen for
 the first time and small runs through `interpret` (no compile latency). It is
 compiled when it repeats (`settings.jit_after_calls`), when it is large
-(`settings.jit_min_elements`), when its module is already in the disk cache,
-or always under FASTAD_CPU_MODE=jit. Compiled modules come from
-`fastad.runtime.cache` (in memory, then on disk). Sizes below
-`settings.parallel_min_elements` run the serial entry point.
+(`settings.jit_min_elements`), or always under FASTAD_CPU_MODE=jit. Compiled
+modules come from `fastad.runtime.cache` (in memory, then on disk).
+
+A compiled kernel is one `body(lo, hi, ...)` function (see
+`fastad.codegen.numba`). Sizes of at least `settings.parallel_min_elements`
+are split into `CHUNKS` slices of the first dimension, run on a thread pool
+(`body` releases the GIL), and reduction partials are combined in slice
+order, so results never depend on the thread count. `FASTAD_NUM_THREADS`
+(default: NUMBA_NUM_THREADS, i.e. the core count) sets the pool size.
 """
 from __future__ import annotations
 
 import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .. import profiling as profile
+from .._util import contiguous
 from ..config import settings
 from ..device import CPU
-from .._util import contiguous
 from .cache import load_kernel_module, numba_cache_hit
 from .interpret import interpret
 
-__all__ = ["CpuBackend"]
+__all__ = ["CpuBackend", "CHUNKS"]
+
+CHUNKS = 64  # slices of a large kernel: fixed, so reductions do not depend on the thread count
+
+
+def _thread_count() -> int:
+    env = os.environ.get("FASTAD_NUM_THREADS") or os.environ.get("NUMBA_NUM_THREADS")
+    return max(1, int(env)) if env else (os.cpu_count() or 1)
 
 
 class _Compiled:
-    """A loaded kernel module; each entry point is compiled (or loaded from disk) on first use."""
+    """A loaded kernel module; `body` is compiled (or loaded from disk) on first use."""
 
-    __slots__ = ("loaded", "ready")
+    __slots__ = ("loaded", "body", "full")
 
-    def __init__(self, loaded):
+    def __init__(self, loaded, kernel):
+        from ..codegen.numba import full_reductions
         self.loaded = loaded
-        self.ready: dict[str, object] = {}
-
-    def entry(self, kernel, parallel: bool):
-        name = "kernel_parallel" if parallel else "kernel_serial"
-        fn = self.ready.get(name)
-        if fn is None:
-            fn = getattr(self.loaded.module, name)
-            t0 = time.perf_counter()
-            _warm(fn, kernel)
-            seconds = time.perf_counter() - t0
-            if numba_cache_hit(fn):
-                profile.record_cache_hit()
-            else:
-                profile.record_compile(seconds)
-            self.ready[name] = fn
-        return fn
+        self.full = full_reductions(kernel)
+        body = loaded.module.body
+        t0 = time.perf_counter()
+        _warm(body, kernel)
+        seconds = time.perf_counter() - t0
+        if numba_cache_hit(body):
+            profile.record_cache_hit()
+        else:
+            profile.record_compile(seconds)
+        self.body = body
 
 
 class CpuBackend:
@@ -56,6 +65,8 @@ class CpuBackend:
     def __init__(self):
         self._compiled: dict[str, _Compiled] = {}
         self._seen: dict[str, int] = {}
+        self._threads = _thread_count()
+        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="fastad") if self._threads > 1 else None
 
     # ---- buffers ----------------------------------------------------------
     def from_numpy(self, array, device=None):
@@ -69,7 +80,7 @@ class CpuBackend:
         elements = math.prod(shape)
         entry = self._compiled.get(kernel.key)
         if entry is None and self._should_compile(kernel, elements):
-            entry = self._compile(kernel)
+            entry = self._compiled[kernel.key] = self._compile(kernel)
         if entry is None:
             profile.record_launch(kernel.name, CPU, elements, tier="numpy")
             return interpret(kernel, shape, inputs, scalars)
@@ -79,13 +90,32 @@ class CpuBackend:
             args += [flat, int(offset)] + [int(s) for s, c in zip(strides, inp.pattern) if c == "n"]
         args += outputs
         args += [d.np.type(v) for v, d in zip(scalars, kernel.scalars)]
-        fn = entry.entry(kernel, parallel=elements >= settings.parallel_min_elements)
         profile.record_launch(kernel.name, CPU, elements, tier="numba")
-        try:
-            fn(*args)
-        except Exception as e:  # compile/lowering failures surface here on first call
-            raise RuntimeError(f"fastad: kernel {kernel.name} failed: {e}\n{kernel.describe()}") from e
+        parts = self._launch(entry.body, shape[0], elements, args)
+        if entry.full:
+            from ..codegen.numba import merge_partials
+            for j, k in enumerate(entry.full):
+                outputs[k][0] = merge_partials(kernel, k, [p[j] for p in parts])
         return outputs
+
+    def _launch(self, body, rows: int, elements: int, args) -> list:
+        """Run body over the rows, in CHUNKS slices on the pool when large; partials in slice order."""
+        if self._pool is None or elements < settings.parallel_min_elements or rows < 2:
+            return [body(0, rows, *args)]
+        n = min(rows, CHUNKS)
+        bounds = [(c * rows // n, (c + 1) * rows // n) for c in range(n)]
+        workers = min(self._threads, n)
+        parts = [None] * n
+
+        def work(w):
+            for c in range(w * n // workers, (w + 1) * n // workers):
+                parts[c] = body(bounds[c][0], bounds[c][1], *args)
+
+        futures = [self._pool.submit(work, w) for w in range(1, workers)]
+        work(0)  # the calling thread takes the first share
+        for f in futures:
+            f.result()
+        return parts
 
     def _should_compile(self, kernel, elements) -> bool:
         mode = settings.cpu_mode
@@ -96,11 +126,11 @@ class CpuBackend:
         seen = self._seen[kernel.key] = self._seen.get(kernel.key, 0) + 1
         return elements >= settings.jit_min_elements or seen >= settings.jit_after_calls
 
-    def _compile(self, kernel) -> _Compiled:
+    @staticmethod
+    def _compile(kernel) -> _Compiled:
         from ..codegen.numba import render
         loaded = load_kernel_module(render(kernel), name_hint=kernel.name[3:30])
-        entry = self._compiled[kernel.key] = _Compiled(loaded)
-        return entry
+        return _Compiled(loaded, kernel)
 
     @staticmethod
     def _alloc_outputs(kernel, shape) -> list:
@@ -115,8 +145,8 @@ class CpuBackend:
 
 
 def _warm(fn, kernel) -> None:
-    """Compile (or load) an entry point by calling it on a one-element problem."""
-    args = [1] * kernel.ndim
+    """Compile (or load) `body` by calling it on a one-element problem."""
+    args = [0, 1] + [1] * kernel.ndim
     for inp in kernel.inputs:
         args += [np.zeros(1, inp.dtype.np), 0] + [0] * inp.n_strides
     args += [np.empty(1, o.dtype.np) for o in kernel.outputs]
