@@ -113,7 +113,7 @@ class KernelStep:
     kernel: Kernel
     shape: tuple                 # the iteration shape (after collapsing dims)
     inputs: list                 # (node, View) per kernel input
-    scalars: list                # Python values per scalar argument
+    scalars: list                # the const node behind each scalar argument
     outputs: list                # the node each kernel output settles
     depth: int = 0
 
@@ -157,7 +157,7 @@ class _KernelBuilder:
         self.memo: dict = {}
         self.inputs: list = []        # (node, View)
         self.input_index: dict = {}
-        self.scalars: list = []       # (value, dtype)
+        self.scalars: list = []       # const nodes, one per scalar argument
         self.scalar_index: dict = {}
 
     def _emit(self, stmt: Stmt) -> int:
@@ -175,11 +175,12 @@ class _KernelBuilder:
         if hit is not None:
             return hit
         if node.op == "const":
-            skey = (node.arg, node.dtype)
-            k = self.scalar_index.get(skey)
+            # one argument per const node, never merged by value: a cached plan must stay valid
+            # when the same structure comes back with other constants
+            k = self.scalar_index.get(id(node))
             if k is None:
-                k = self.scalar_index[skey] = len(self.scalars)
-                self.scalars.append(skey)
+                k = self.scalar_index[id(node)] = len(self.scalars)
+                self.scalars.append(node)
             out = self._emit(Stmt("scalar", (), node.dtype, k))
         elif node.buffer is not None or (id(node) in self.materialized and not root):
             view = View.contiguous(node.shape)
@@ -336,9 +337,9 @@ def _build_kernel(g: dict, materialized: set) -> KernelStep:
     views = [v for _, v in b.inputs]
     shape2, strides2, rnd2 = _collapse(full_shape, rnd, [v.strides for v in views])
     inputs = tuple(Input(node.dtype, _pattern(st)) for (node, _), st in zip(b.inputs, strides2))
-    kernel = Kernel(len(shape2), rnd2, inputs, tuple(d for _, d in b.scalars), tuple(b.body), tuple(outs))
+    kernel = Kernel(len(shape2), rnd2, inputs, tuple(c.dtype for c in b.scalars), tuple(b.body), tuple(outs))
     step_inputs = [(node, View(shape2, st, v.offset)) for (node, v), st in zip(b.inputs, strides2)]
-    return KernelStep(kernel, shape2, step_inputs, [v for v, _ in b.scalars], list(g["roots"]), g["depth"])
+    return KernelStep(kernel, shape2, step_inputs, list(b.scalars), list(g["roots"]), g["depth"])
 
 
 def _pattern(strides) -> str:
@@ -403,8 +404,7 @@ def run(outputs: list[Node], order: list[Node] | None = None) -> None:
         for node, value in zip(outputs, evaluate(outputs, xp, order)):
             node.settle(xp.ascontiguousarray(value).reshape(node.shape))
         return
-    p = plan(outputs)
-    for step in p.steps:
+    for step in _cached_plan(outputs, order):
         if isinstance(step, LibraryStep):
             n = step.node
             if OPS[n.op].kind == MOVEMENT:  # a view of a computed buffer: no kernel
@@ -416,9 +416,59 @@ def run(outputs: list[Node], order: list[Node] | None = None) -> None:
             n.settle(backend.run_library(n.op, n.arg, args, device=n.device))
             continue
         inputs = [(_flat(node, xp), view.offset, view.strides) for node, view in step.inputs]
-        results = backend.run_kernel(step.kernel, step.shape, inputs, step.scalars, device=outputs[0].device)
+        scalars = [c.arg for c in step.scalars]
+        results = backend.run_kernel(step.kernel, step.shape, inputs, scalars, device=outputs[0].device)
         for node, buf in zip(step.outputs, results):
             node.settle(buf.reshape(node.shape))
+
+
+# Plans are cached by graph structure: a training loop rebuilds the same graph every step,
+# and planning it again costs far more than walking it once to compute the key.
+_PLAN_CACHE: dict = {}
+_PLAN_CACHE_SIZE = 512
+
+
+def _structure(outputs: list[Node], order: list[Node]):
+    """(key, order): a hashable description of the graph that leaves out constant values."""
+    index = {id(n): i for i, n in enumerate(order)}
+    parts = []
+    for n in order:
+        if n.buffer is not None and n.op != "const":
+            parts.append((n.shape, n.dtype))
+        else:
+            parts.append((n.op, n.shape, n.dtype, None if n.op == "const" else n.arg,
+                          tuple(index[id(s)] for s in n.srcs)))
+    return (tuple(parts), tuple(index[id(o)] for o in outputs)), index
+
+
+def _cached_plan(outputs: list[Node], order: list[Node] | None) -> list:
+    """The steps for `outputs`: from the plan cache when this structure was planned before."""
+    if order is None:
+        order = toposort(outputs)
+    key, index = _structure(outputs, order)
+    template = _PLAN_CACHE.get(key)
+    if template is None:
+        steps = plan(outputs).steps
+        if len(_PLAN_CACHE) >= _PLAN_CACHE_SIZE:
+            _PLAN_CACHE.pop(next(iter(_PLAN_CACHE)))
+        _PLAN_CACHE[key] = [_to_template(s, index) for s in steps]
+        return steps
+    return [_from_template(t, order) for t in template]
+
+
+def _to_template(step, index):
+    if isinstance(step, LibraryStep):
+        return ("library", index[id(step.node)])
+    return ("kernel", step.kernel, step.shape, [(index[id(n)], v) for n, v in step.inputs],
+            [index[id(c)] for c in step.scalars], [index[id(n)] for n in step.outputs])
+
+
+def _from_template(t, order):
+    if t[0] == "library":
+        return LibraryStep(order[t[1]])
+    _, kernel, shape, inputs, scalars, outs = t
+    return KernelStep(kernel, shape, [(order[i], v) for i, v in inputs], [order[i] for i in scalars],
+                      [order[i] for i in outs])
 
 
 def _small_graph(outputs: list[Node], order) -> bool:
