@@ -255,3 +255,22 @@ def test_second_process_loads_kernels_from_disk(tmp_path):
     c1, h1, v1 = first.stdout.split()
     c2, h2, v2 = second.stdout.split()
     assert int(c1) >= 1 and int(c2) == 0 and int(h2) >= 1 and v1 == v2, (first.stdout, second.stdout)
+
+
+def test_reductions_are_bit_identical_for_any_thread_count(jit, monkeypatch):
+    from fastad.device import CPU
+    from fastad.runtime import backend_for
+    backend = backend_for(CPU)
+    xn = np.random.default_rng(3).standard_normal(200_003).astype(np.float32)
+
+    def run():
+        x = fa.asarray(xn, requires_grad=True)
+        y = chain(x)
+        y.backward()
+        return float(y), x.grad.numpy().copy()
+
+    v_pool, g_pool = run()
+    monkeypatch.setattr(backend, "_pool", None)  # everything on the calling thread
+    v_one, g_one = run()
+    assert v_pool == v_one
+    np.testing.assert_array_equal(g_pool, g_one)

@@ -99,13 +99,14 @@ class CpuBackend:
         return outputs
 
     def _launch(self, body, rows: int, elements: int, args) -> list:
-        """Run body over the rows, in CHUNKS slices on the pool when large; partials in slice order."""
-        if self._pool is None or elements < settings.parallel_min_elements or rows < 2:
+        """Run body over the rows in slices; partials come back in slice order.
+        The split depends only on the size, never on the pool, so results are the same either way."""
+        if elements < settings.parallel_min_elements or rows < 2:
             return [body(0, rows, *args)]
         n = min(rows, CHUNKS)
         bounds = [(c * rows // n, (c + 1) * rows // n) for c in range(n)]
-        workers = min(self._threads, n)
         parts = [None] * n
+        workers = 1 if self._pool is None else min(self._threads, n)
 
         def work(w):
             for c in range(w * n // workers, (w + 1) * n // workers):
