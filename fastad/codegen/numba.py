@@ -15,8 +15,8 @@ Argument order follows `fastad.kernel_ir` (shape, inputs, outputs, scalars),
 after `lo, hi`. Indices are cast to unsigned, so Numba skips negative-index
 wrap-around, which otherwise stops LLVM from vectorizing. Intrinsics
 (`exp(...)` in the op table's kernel expressions) map per dtype to
-`fastad.codegen.mathlib`, inlined at Numba-IR level (`inline_math`), or to
-Numba built-ins.
+`fastad.codegen.mathlib` (inlined by LLVM, with its own strict fp flags) or
+to Numba built-ins.
 """
 from __future__ import annotations
 
@@ -127,14 +127,17 @@ def _update(reduce: str, acc: str, v: str) -> str:
 
 def render(kernel: Kernel) -> str:
     """Python source of a module defining `body(lo, hi, ...)`."""
-    return _HEADER + _body(kernel) + "\n"
+    from . import mathlib
+    # the mathlib hash is part of the source, hence of the cache key: cached kernels inline its code
+    return _HEADER.format(mathlib=mathlib.SOURCE_HASH) + _body(kernel) + "\n"
 
 
-_HEADER = """import math, cmath
+_HEADER = """# mathlib {mathlib}
+import math, cmath
 import numpy as np
 import numba
 from numba import uint64 as U
-from fastad.codegen.inline_math import *
+from fastad.codegen.mathlib import *
 
 """
 
