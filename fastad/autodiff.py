@@ -27,37 +27,61 @@ def is_grad_enabled() -> bool:
 
 
 class set_grad_enabled:
-    """Context manager (and decorator) that turns graph recording on or off."""
+    """Context manager (and decorator) that turns graph recording on or off.
+
+    Called plainly, `set_grad_enabled(False)` switches the mode at once, as in
+    PyTorch. `no_grad()` and `enable_grad()` switch only when entered, so one
+    object can be entered again and again (and nested).
+    """
 
     def __init__(self, mode: bool):
         self.mode = bool(mode)
-        self.prev = is_grad_enabled()
+        self._prev = [is_grad_enabled()]
         _state.enabled = self.mode
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        _state.enabled = self.prev
+        _state.enabled = self._prev.pop()
         return False
 
     def __call__(self, fn):
+        mode = self.mode
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with type(self)(self.mode):
+            prev = is_grad_enabled()
+            _state.enabled = mode
+            try:
                 return fn(*args, **kwargs)
-        _state.enabled = self.prev  # decorating must not switch the mode
+            finally:
+                _state.enabled = prev
+        if not isinstance(self, _SwitchOnEnter):  # decorating must not switch the mode
+            _state.enabled = self._prev.pop()
         return wrapper
 
 
-class no_grad(set_grad_enabled):
+class _SwitchOnEnter(set_grad_enabled):
+    """A grad mode that takes effect on `__enter__` (reusable, nestable), not on construction."""
+
+    def __init__(self, mode: bool):
+        self.mode, self._prev = mode, []
+
+    def __enter__(self):
+        self._prev.append(is_grad_enabled())
+        _state.enabled = self.mode
+        return self
+
+
+class no_grad(_SwitchOnEnter):
     """`with fastad.no_grad():` ops record no graph (in-place parameter updates go here)."""
 
     def __init__(self):
         super().__init__(False)
 
 
-class enable_grad(set_grad_enabled):
+class enable_grad(_SwitchOnEnter):
     def __init__(self):
         super().__init__(True)
 
@@ -110,6 +134,10 @@ _FREED = ("Trying to backward through the graph a second time (or directly acces
           "call (or use GradientTape(persistent=True)) if you need to backward twice.")
 
 
+_MODIFIED = ("a tensor used by an operation was later modified by an in-place operation (y += ..., "
+             "y.mul_(...)) and its gradient can no longer be traced; use an out-of-place update (y = y + ...)")
+
+
 def backward(roots: list, seeds: list, sink, retain_graph: bool = False, stop_at=None) -> None:
     """Propagate `seeds` (nodes shaped like `roots`) back through the recorded graph.
 
@@ -134,8 +162,11 @@ def backward(roots: list, seeds: list, sink, retain_graph: bool = False, stop_at
             raise RuntimeError(_FREED)
         rule = OPS[fn.op].vjp
         in_grads = rule(VJPContext(fn.out, fn.src_nodes, fn.arg), g)
-        for parent, pg in zip(fn.parents, in_grads):
+        for parent, src, pg in zip(fn.parents, fn.src_nodes, in_grads):
             if pg is not None and parent is not None:
+                if parent._ctx is not None and parent._node is not src:
+                    # its GradFn now describes the in-place result, not the value this op used
+                    raise RuntimeError(_MODIFIED)
                 if pg.dtype is not parent.dtype:
                     pg = apply("cast", pg, arg=parent.dtype)
                 grads[id(parent)] = _accumulate(grads.get(id(parent)), pg)

@@ -90,7 +90,9 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None, requires_grad=False) 
 
 
 def tensor(data, *, dtype=None, device=None, requires_grad=False) -> Tensor:
-    """A tensor holding a copy of `data` (PyTorch's `torch.tensor`)."""
+    """A tensor holding a copy of `data` (PyTorch's `torch.tensor`): always a new leaf."""
+    if isinstance(data, Tensor):
+        data = data.detach()  # as torch.tensor(t): a copy outside t's graph, requires_grad as asked
     return asarray(data, dtype=dtype, device=device, copy=True, requires_grad=requires_grad)
 
 

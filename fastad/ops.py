@@ -20,6 +20,8 @@ intrinsics (`exp(...)`, `where(...)`) that each renderer maps per dtype.
 """
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -73,13 +75,17 @@ def const(value, shape: tuple, dtype, device) -> Node:
 
 def _scalar(value, dtype):
     """The Python scalar `value` rounded to `dtype`, so folding and printing agree with the buffer."""
+    if type(value) is float and dtype.kind == "f":
+        return dtype.np.type(value).item()
     return np.asarray(value).astype(dtype.np).item()
 
 
-def _domain_ok(domain: str, d: dt.DType) -> bool:
-    return (domain == "any" or (domain == "numeric" and d.kind != "b")
-            or (domain == "float" and d.kind in "fc") or (domain == "bool" and d.kind == "b")
-            or (domain == "integer" and d.kind in "iu"))
+_DOMAIN_KINDS = {"any": "biufc", "numeric": "iufc", "float": "fc", "bool": "b", "integer": "iu"}
+
+
+def domain_allows(domain: str, dtype) -> bool:
+    """Whether an op whose inputs have `domain` accepts `dtype`."""
+    return dtype.kind in _DOMAIN_KINDS[domain]
 
 
 def apply(name: str, *srcs: Node, arg=None) -> Node:
@@ -89,7 +95,7 @@ def apply(name: str, *srcs: Node, arg=None) -> Node:
         raise TypeError(f"{name} takes {op.arity} inputs, got {len(srcs)}")
     device = arg if name == "copy_to" else srcs[0].device
     for s in srcs[1:]:
-        if s.device != device:
+        if s.device is not device:
             raise ValueError(f"{name}: operands on different devices: {device} and {s.device}")
     if op.kind == ELEMENTWISE:
         data = srcs[1:] if name == "where" else srcs
@@ -103,9 +109,9 @@ def apply(name: str, *srcs: Node, arg=None) -> Node:
                 raise TypeError(f"{name}: dtypes {in_dtype.name} and {s.dtype.name} differ (promote first)")
         if name == "where" and srcs[0].dtype is not dt.bool:
             raise TypeError("where: the condition must be bool")
-        if not _domain_ok(op.domain, in_dtype):
+        if in_dtype.kind not in _DOMAIN_KINDS[op.domain]:
             raise TypeError(f"{name} is not defined for {in_dtype.name} (needs {op.domain})")
-        out_dtype = {"same": in_dtype, "bool": dt.bool}.get(op.out) or arg
+        out_dtype = in_dtype if op.out == "same" else dt.bool if op.out == "bool" else arg
         folded = _fold(op, srcs, arg, shape, out_dtype)
         if folded is not None:
             return folded
@@ -114,7 +120,7 @@ def apply(name: str, *srcs: Node, arg=None) -> Node:
     if all(s.op == "const" for s in srcs) and name in ("reshape", "permute", "expand", "sum", "copy_to"):
         value = srcs[0].arg
         if name == "sum":
-            n = int(np.prod([srcs[0].shape[a] for a in arg], dtype=np.int64))
+            n = math.prod(srcs[0].shape[a] for a in arg)
             value = np.asarray(value, srcs[0].dtype.np) * n
         return const(value, shape, srcs[0].dtype, device)
     return Node(name, tuple(srcs), shape, srcs[0].dtype, device, arg)
@@ -140,12 +146,8 @@ def _fold(op: Op, srcs, arg, shape, out_dtype) -> Optional[Node]:
 
 
 class _Builder:
-    """`f.mul(a, b)` is `apply("mul", a, b)`: lets derivative rules read like math."""
-
-    def __getattr__(self, name):
-        if name not in OPS:
-            raise AttributeError(name)
-        return lambda *srcs, arg=None: apply(name, *srcs, arg=arg)
+    """`f.mul(a, b)` is `apply("mul", a, b)`: lets derivative rules read like math.
+    One method per op is attached below, once the table is complete."""
 
     @staticmethod
     def like(value, node: Node) -> Node:
@@ -236,9 +238,14 @@ def _div_vjp(c, g):
 
 def _pow_vjp(c, g):
     a, b, y = c.a, c.b, c.y
+    # d/da a**b = b * a**(b-1); 0 where b == 0, as in PyTorch (not the nan of 0 * 0**-1)
     ga = f.mul(g, f.mul(b, f.pow(a, f.sub(b, f.like(1, b)))))
-    if b.op == "const":
-        return ga, None
+    if b.op == "const" and b.arg == 0:
+        ga = f.like(0, g)
+    elif b.op != "const":
+        ga = f.where(f.eq(b, f.like(0, b)), f.like(0, g), ga)
+    # no shortcut for a constant b: a constant leaf (fastad.full(..., requires_grad=True)) needs gb too;
+    # the backward pass drops gb, unrealized, when b wants no gradient.
     # d/db a**b = a**b * log(a); as in PyTorch it is 0 where a == 0 and b >= 0.
     zero = f.logical_and(f.eq(a, f.like(0, a)), f.ge(b, f.like(0, b)))
     gb = f.where(zero, f.like(0, g), f.mul(g, f.mul(y, f.log(a))))
@@ -311,7 +318,7 @@ _reduce("min", np.min, "inf", _extremum_vjp)
 # ---------------------------------------------------------------------------
 
 def _reshape_shape(srcs, shape):
-    if int(np.prod(shape, dtype=np.int64)) != srcs[0].size:
+    if math.prod(shape) != srcs[0].size:
         raise ValueError(f"reshape: cannot reshape {srcs[0].shape} ({srcs[0].size} elements) into {shape}")
     return tuple(shape)
 
@@ -426,3 +433,8 @@ class VJPContext:
 
     x = a = property(lambda self: self.srcs[0])
     b = property(lambda self: self.srcs[1])
+
+
+for _op in OPS:
+    setattr(_Builder, _op, staticmethod(functools.partial(apply, _op)))
+del _op

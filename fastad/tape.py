@@ -12,7 +12,7 @@ from .autodiff import backward
 from .creation import asarray
 from .ops import apply, const
 from .realize import realize
-from .tensor import Tensor
+from .tensor import Tensor, note_update
 
 __all__ = ["GradientTape", "Variable"]
 
@@ -40,8 +40,8 @@ class Variable(Tensor):
 
     def assign(self, value) -> "Variable":
         node = self._set(value, "assign")
-        self._node = node if node.dtype is self.dtype else apply("cast", node, arg=self.dtype)
-        _mark(self)
+        old, self._node = self._node, node if node.dtype is self.dtype else apply("cast", node, arg=self.dtype)
+        note_update(self, old)
         return self
 
     def assign_add(self, delta) -> "Variable":
@@ -49,11 +49,6 @@ class Variable(Tensor):
 
     def assign_sub(self, delta) -> "Variable":
         return self.assign(Tensor(self._node) - Tensor(self._set(delta, "assign_sub")))
-
-
-def _mark(t):
-    from .realize import mark_dirty
-    mark_dirty(t)
 
 
 class GradientTape:

@@ -245,16 +245,25 @@ class Tensor:
                     node.dtype.kind == self.dtype.kind or self.dtype.kind in "fc"):
                 raise TypeError(f"{opname}: result type {node.dtype.name} can't be cast to {self.dtype.name}")
             node = apply("cast", node, arg=self.dtype)
-        self._node = node
+        old, self._node = self._node, node
         if self._ctx is None:
-            mark_dirty(self)
+            note_update(self, old)
         return self
 
     def _inplace(self, name, other):
-        if is_grad_enabled() and self._ctx is not None:
-            out = _binary(name, self, other)
+        """`self op= other`: recorded as an op on the old value when a gradient flows through it
+        (self is a non-leaf, or `other` requires grad), else the value is replaced (`_assign`)."""
+        record = self._ctx is not None or (isinstance(other, Tensor) and other._tracked)
+        if is_grad_enabled() and record and not (self._ctx is None and self._leaf_requires_grad):
+            # the old value becomes its own tensor: with `self` as the parent the graph would be a cycle
+            out = _binary(name, Tensor(self._node, self._ctx), other)
             if out.shape != self.shape:
                 raise ValueError(f"in-place {name}: result shape {out.shape} differs from {self.shape}")
+            if out.dtype is not self.dtype:
+                if not self.dtype.is_floating:
+                    raise TypeError(f"in-place {name}: result type {out.dtype.name} can't be cast to "
+                                    f"{self.dtype.name}")
+                out = astype(out, self.dtype)
             self._node, self._ctx = out._node, out._ctx
             return self
         with no_grad():
@@ -374,6 +383,17 @@ class Tensor:
         return _apply("reshape", self, arg=self.shape)
 
 
+def note_update(t: Tensor, old_node) -> None:
+    """Tell `realize` that leaf `t` was updated in place (its value is computed with the next run).
+
+    Only the first update after a computed value is noted: while the old value is still pending
+    the tensor is already noted (or is plain lazy), and noting it twice would make realize's
+    WeakSet compare two tensors with `==`, which is elementwise here.
+    """
+    if old_node.buffer is not None or old_node.op == "const":
+        mark_dirty(t)
+
+
 def _type_error(op, *xs):
     names = ", ".join(type(x).__name__ if not isinstance(x, Tensor) else f"Tensor[{x.dtype.name}]" for x in xs)
     raise TypeError(f"unsupported operand type(s) for {op}: {names}")
@@ -435,10 +455,10 @@ def broadcast_to(x: Tensor, shape) -> Tensor:
     return _apply("expand", x, arg=shape)
 
 
-def _promote(op: str, *xs: Tensor) -> tuple:
-    """Cast tensors to their common dtype (floats only for ops defined on floats)."""
+def _common_dtype(op: str, dtypes) -> dt.DType:
+    """The dtype `op` computes in: the promoted type, made floating for ops defined on floats."""
     try:
-        common = dt.result_type(*(x.dtype for x in xs))
+        common = dt.result_type(*dtypes)
     except TypeError as e:
         raise TypeError(f"{op}: {e}") from None
     domain = OPS[op].domain
@@ -446,10 +466,25 @@ def _promote(op: str, *xs: Tensor) -> tuple:
         common = dt.default_float
     elif domain == "numeric" and common is dt.bool:
         common = dt.default_int if op not in ("maximum", "minimum") else common
+    return common
+
+
+def _promote(op: str, *xs: Tensor) -> tuple:
+    """Cast tensors to their common dtype (floats only for ops defined on floats)."""
+    common = _common_dtype(op, [x.dtype for x in xs])
     return tuple(x if x.dtype is common else _apply("cast", x, arg=common) for x in xs)
 
 
 def _binary(name: str, a, b) -> Tensor:
+    # fast path for `tensor op python_number`: the constant is made at the final shape and dtype
+    if type(b) in (int, float) and isinstance(a, Tensor):
+        common = _common_dtype(name, (a.dtype, dt.scalar_dtype(b, a.dtype)))
+        a = a if a.dtype is common else _apply("cast", a, arg=common)
+        return _apply(name, a, Tensor(const(b, a.shape, common, a.device)))
+    if type(a) in (int, float) and isinstance(b, Tensor):
+        common = _common_dtype(name, (b.dtype, dt.scalar_dtype(a, b.dtype)))
+        b = b if b.dtype is common else _apply("cast", b, arg=common)
+        return _apply(name, Tensor(const(a, b.shape, common, b.device)), b)
     if not isinstance(a, Tensor):
         if not isinstance(b, Tensor):
             _type_error(name, a, b)
@@ -721,6 +756,8 @@ def reshape(x: Tensor, shape, /, *, copy=None) -> Tensor:
 
 def permute_dims(x: Tensor, axes) -> Tensor:
     axes = tuple(int(a) for a in axes)
+    if builtins.any(not -x.ndim <= a < x.ndim for a in axes):
+        raise AxisError(f"permute_dims: axes {axes} out of range for the {x.ndim} axes of {x.shape}")
     if sorted(a % builtins.max(x.ndim, 1) for a in axes) != list(range(x.ndim)) or len(axes) != x.ndim:
         raise ValueError(f"permute_dims: {axes} is not a permutation of the {x.ndim} axes of {x.shape}")
     axes = tuple(a % x.ndim for a in axes)
@@ -783,6 +820,9 @@ def getitem(x: Tensor, index) -> Tensor:
     """Basic indexing: ints, slices, None and Ellipsis. The gradient scatters back (`embed`)."""
     if not isinstance(index, tuple):
         index = (index,)
+    # a 0-d integer tensor or array is an int (`for i in fastad.arange(3): x[i]`)
+    index = tuple(int(i) if isinstance(i, (Tensor, np.ndarray)) and i.ndim == 0 and i.dtype.kind in "iu" else i
+                  for i in index)
     for i in index:
         if isinstance(i, (Tensor, np.ndarray, list)) or isinstance(i, builtins.bool):
             raise TypeError("advanced (array or bool) indexing is not supported; use ints, slices, None and ...")
@@ -827,8 +867,11 @@ def getitem(x: Tensor, index) -> Tensor:
 # ---------------------------------------------------------------------------
 
 def matmul(a, b) -> Tensor:
-    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         _type_error("@", a, b)
+    # a numpy array or list on either side becomes a tensor, as with the other operators
+    a = a if isinstance(a, Tensor) else _as_tensor_checked(a, b, "@")
+    b = b if isinstance(b, Tensor) else _as_tensor_checked(b, a, "@")
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: operands must have at least one dimension, got shapes {a.shape} and {b.shape}")
     if a.device != b.device:

@@ -29,7 +29,7 @@ import pytest
 from fastad import dtypes as dt
 from fastad.codegen import cuda as cg
 from fastad.kernel_ir import Input, Kernel, Output, Stmt
-from fastad.ops import ELEMENTWISE, OPS, _domain_ok
+from fastad.ops import ELEMENTWISE, OPS, domain_allows
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DTYPES = [dt.bool, dt.int8, dt.int16, dt.int32, dt.int64, dt.uint8, dt.uint16, dt.uint32, dt.uint64,
@@ -47,7 +47,7 @@ def op_kernel(d) -> tuple[Kernel, list[str]]:
     body = [Stmt("load", (), d, 0), Stmt("load", (), d, 1), Stmt("load", (), d, 2), Stmt("load", (), dt.bool, 3)]
     outputs, names = [], []
     for op in ELEMENTWISE_OPS:
-        if not _domain_ok(op.domain, d):
+        if not domain_allows(op.domain, d):
             continue
         if op.name == "where":
             srcs = (3, 0, 1)
