@@ -45,7 +45,13 @@ def buffer_node(array: np.ndarray, device) -> Node:
     return Node("buffer", (), tuple(array.shape), dtype, device, buffer=buf)
 
 
+_SCALAR_DEFAULTS = {float: dt.float32, int: dt.int64, bool: dt.bool}
+
+
 def _host_array(obj, dtype) -> np.ndarray:
+    default = _SCALAR_DEFAULTS.get(type(obj))
+    if default is not None:  # the common `tensor(5.0)`: skip numpy's type inference
+        return np.array(obj, dtype=(default if dtype is None else dt.to_dtype(dtype)).np)
     if isinstance(obj, np.ndarray) or isinstance(obj, np.generic):
         arr = np.array(obj)
         if dtype is None:

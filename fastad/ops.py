@@ -335,8 +335,10 @@ def _slice_shape(srcs, slices):
 
 
 def py_slices(slices) -> tuple:
-    """Normalised (start, stop, step) triples as Python slices; a stop of -1 with a negative step means 'to the front'."""
-    return tuple(slice(a, b if b >= 0 else None, c) for a, b, c in slices)
+    """Normalised (start, stop, step) triples (from `slice.indices`) as Python slices.
+    There a -1 means 'before the front', which Python would read as 'the last element'."""
+    return tuple(slice(0, 0, 1) if not range(a, b, c) else slice(a, b if b >= 0 else None, c)
+                 for a, b, c in slices)
 
 
 def _invert(perm):
