@@ -22,8 +22,9 @@ class _Settings:
         self.jit_min_elements = int(os.environ.get("FASTAD_JIT_MIN_ELEMENTS", "65536"))
         # graphs whose every node has at most this many elements run op by op in numpy (no kernels)
         self.small_graph_elements = int(os.environ.get("FASTAD_SMALL_GRAPH", "256"))
-        # below this many elements a CPU kernel runs its serial variant (thread start-up costs more)
-        self.parallel_min_elements = int(os.environ.get("FASTAD_PARALLEL_MIN", "32768"))
+        # below this many elements a CPU kernel runs on the calling thread: waking the pool costs more,
+        # and BLAS threads that still spin after a matmul would compete with it
+        self.parallel_min_elements = int(os.environ.get("FASTAD_PARALLEL_MIN", "262144"))
 
 
 settings = _Settings()

@@ -261,7 +261,7 @@ def test_reductions_are_bit_identical_for_any_thread_count(jit, monkeypatch):
     from fastad.device import CPU
     from fastad.runtime import backend_for
     backend = backend_for(CPU)
-    xn = np.random.default_rng(3).standard_normal(200_003).astype(np.float32)
+    xn = np.random.default_rng(3).standard_normal(600_011).astype(np.float32)
 
     def run():
         x = fa.asarray(xn, requires_grad=True)
