@@ -286,6 +286,31 @@ def test_f32_never_promotes_to_double(run, name):
     assert re.search(r"<(4|8|16|32) x float>", ir), "loop was not vectorized"
 
 
+@pytest.mark.parametrize("name,dt", [("sin", np.float32), ("tanh", np.float32), ("pow", np.float64)])
+def test_caller_fastmath_does_not_change_results(run, name, dt):
+    """The bodies are compiled without fastmath even inside a fastmath kernel
+    (fastad's kernels use fastmath={"reassoc"}): results are bit-identical,
+    special values included."""
+    f = getattr(ml, f"{name}_{SFX[dt]}")
+    if name == "pow":
+        @njit(fastmath=True)
+        def k(x, y, out):
+            for i in range(x.shape[0]):
+                out[i] = f(x[i], y[i])
+        x, y = pow_sweep(dt, n=6_000)
+        args = (x, y)
+    else:
+        @njit(fastmath=True)
+        def k(x, out):
+            for i in range(x.shape[0]):
+                out[i] = f(x[i])
+        args = (sweep(name, dt, n=20_000),)
+    out = np.empty_like(args[0])
+    k(*args, out)
+    want = run(name, dt, *args)
+    assert np.array_equal(out.view(np.uint8), want.view(np.uint8))
+
+
 def test_wrong_dtype_is_a_typing_error():
     from numba.core.errors import TypingError
 

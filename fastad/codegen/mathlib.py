@@ -766,7 +766,7 @@ def _pow_f64(x, y):
 # default flags: no fastmath, whatever the caller uses) and calls it with a
 # call-site ``alwaysinline`` attribute.  Why not njit(inline="always")?  That
 # re-types and re-lowers the whole body at every call site: a prange kernel
-# calling 5 of these took ~8 s to compile instead of ~1.5 s.  Why not a plain
+# calling 5 of these compiled in 1.9 s instead of 0.5 s.  Why not a plain
 # njit call?  LLVM then inlines only below its size threshold, so loops
 # calling sin/pow stay scalar.  The argument types must match exactly.
 # ----------------------------------------------------------------------------
