@@ -128,12 +128,15 @@ def apply(name: str, *srcs: Node, arg=None) -> Node:
 
 def _fold(op: Op, srcs, arg, shape, out_dtype) -> Optional[Node]:
     """Constant folding and the identities the derivative rules rely on (x*1, x+0, casts of constants)."""
-    if all(s.op == "const" for s in srcs):
+    n_const = 0
+    for s in srcs:
+        n_const += s.op == "const"
+    if n_const == len(srcs):
         vals = [np.asarray(s.arg, s.dtype.np) for s in srcs]
         with np.errstate(all="ignore"):
             value = op.ref(*vals, arg)
         return const(value, shape, out_dtype, srcs[0].device)
-    if op.name in ("mul", "add", "sub") and len(srcs) == 2:
+    if n_const and op.name in ("mul", "add", "sub"):
         a, b = srcs
         unit = 1 if op.name == "mul" else 0
         if b.op == "const" and b.arg == unit and out_dtype is a.dtype:

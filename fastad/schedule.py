@@ -432,12 +432,14 @@ def _structure(outputs: list[Node], order: list[Node]):
     """(key, order): a hashable description of the graph that leaves out constant values."""
     index = {id(n): i for i, n in enumerate(order)}
     parts = []
+    append = parts.append
     for n in order:
         if n.buffer is not None and n.op != "const":
-            parts.append((n.shape, n.dtype))
+            append((n.shape, n.dtype))
+        elif n.op == "const":
+            append(("const", n.shape, n.dtype))
         else:
-            parts.append((n.op, n.shape, n.dtype, None if n.op == "const" else n.arg,
-                          tuple(index[id(s)] for s in n.srcs)))
+            append((n.op, n.shape, n.dtype, n.arg, tuple([index[id(s)] for s in n.srcs])))
     return (tuple(parts), tuple(index[id(o)] for o in outputs)), index
 
 

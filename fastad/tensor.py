@@ -411,11 +411,13 @@ for _name in ("exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh
 
 def _apply(name: str, *inputs: Tensor, arg=None) -> Tensor:
     """Build `name(*inputs)` and record its GradFn when a gradient may flow through it."""
-    nodes = tuple(t._node for t in inputs)
+    nodes = tuple([t._node for t in inputs])
     node = apply(name, *nodes, arg=arg)
-    if is_grad_enabled() and node.dtype.is_floating and any(t._tracked for t in inputs):
-        parents = tuple(t if t._tracked else None for t in inputs)
-        return Tensor(node, GradFn(name, parents, nodes, arg, node))
+    if node.dtype.kind in "fc" and is_grad_enabled():
+        parents = tuple([t if t._tracked else None for t in inputs])
+        for p in parents:
+            if p is not None:
+                return Tensor(node, GradFn(name, parents, nodes, arg, node))
     return Tensor(node)
 
 
