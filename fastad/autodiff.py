@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import threading
 
-from .ops import OPS, VJPContext, apply, const
+from .ops import OPS, VJPContext, apply
 
 __all__ = ["GradFn", "backward", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"]
 
@@ -176,7 +176,3 @@ def backward(roots: list, seeds: list, sink, retain_graph: bool = False, stop_at
 
 def _accumulate(acc, g):
     return g if acc is None else apply("add", acc, g)
-
-
-def ones_like_node(node):
-    return const(1, node.shape, node.dtype, node.device)

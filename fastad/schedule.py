@@ -238,20 +238,17 @@ def _plan(outputs: list[Node], materialized: set) -> Plan:
             if OPS[n.op].kind != REDUCE:
                 _library_operand_needs(n, materialized)
     roots = [n for n in order if id(n) in materialized]
-    # build one single-root kernel per root first, to learn dependencies and spaces
+    # each root is a unit: a library call, or a kernel with its iteration space
     units = []
     for n in roots:
         if OPS[n.op].kind in (LIBRARY, MATMUL) or _is_view_of_buffer(n, materialized):
             units.append(("library", n, None, None))
             continue
         units.append(("kernel", n) + _root_space(n))
-    depth: dict[int, int] = {}
-    loads_of: dict[int, list] = {}
+    depth: dict[int, int] = {}  # 1 + the deepest root it reads; equal depth means independent
     for u in units:
         n = u[1]
-        deps = _direct_deps(n, materialized)
-        depth[id(n)] = 1 + max((depth.get(id(d), 0) for d in deps), default=0)
-        loads_of[id(n)] = deps
+        depth[id(n)] = 1 + max((depth.get(id(d), 0) for d in _direct_deps(n, materialized)), default=0)
     # fuse roots with the same depth (hence independent) and a compatible iteration space
     groups: list[dict] = []
     for u in units:
