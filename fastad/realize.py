@@ -16,20 +16,21 @@ from .graph import Node, toposort
 
 __all__ = ["realize", "realize_tensors", "mark_dirty"]
 
-_dirty: "weakref.WeakSet" = weakref.WeakSet()
+# id -> tensor, held weakly; keyed by id because Tensor.__eq__ is elementwise
+_dirty: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
 
 
 def mark_dirty(tensor) -> None:
     """Note a tensor updated in place; its new value is computed with the next realization."""
     if tensor._node.buffer is None and tensor._node.op != "const":
-        _dirty.add(tensor)
+        _dirty[id(tensor)] = tensor
 
 
 def realize(nodes: list[Node]) -> None:
     """Compute every node in `nodes` that has no value yet, and store the values on the nodes."""
     pending = [n for n in nodes if n.buffer is None and n.op != "const"]
     if _dirty:
-        pending += [t._node for t in list(_dirty) if t._node.buffer is None and t._node.op != "const"]
+        pending += [t._node for t in list(_dirty.values()) if t._node.buffer is None and t._node.op != "const"]
         _dirty.clear()
     if not pending:
         return

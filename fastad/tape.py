@@ -12,7 +12,8 @@ from .autodiff import backward
 from .creation import asarray
 from .ops import apply, const
 from .realize import realize
-from .tensor import Tensor, note_update
+from .realize import mark_dirty
+from .tensor import Tensor
 
 __all__ = ["GradientTape", "Variable"]
 
@@ -40,8 +41,8 @@ class Variable(Tensor):
 
     def assign(self, value) -> "Variable":
         node = self._set(value, "assign")
-        old, self._node = self._node, node if node.dtype is self.dtype else apply("cast", node, arg=self.dtype)
-        note_update(self, old)
+        self._node = node if node.dtype is self.dtype else apply("cast", node, arg=self.dtype)
+        mark_dirty(self)
         return self
 
     def assign_add(self, delta) -> "Variable":

@@ -245,9 +245,9 @@ class Tensor:
                     node.dtype.kind == self.dtype.kind or self.dtype.kind in "fc"):
                 raise TypeError(f"{opname}: result type {node.dtype.name} can't be cast to {self.dtype.name}")
             node = apply("cast", node, arg=self.dtype)
-        old, self._node = self._node, node
+        self._node = node
         if self._ctx is None:
-            note_update(self, old)
+            mark_dirty(self)
         return self
 
     def _inplace(self, name, other):
@@ -381,17 +381,6 @@ class Tensor:
 
     def clone(self):
         return _apply("reshape", self, arg=self.shape)
-
-
-def note_update(t: Tensor, old_node) -> None:
-    """Tell `realize` that leaf `t` was updated in place (its value is computed with the next run).
-
-    Only the first update after a computed value is noted: while the old value is still pending
-    the tensor is already noted (or is plain lazy), and noting it twice would make realize's
-    WeakSet compare two tensors with `==`, which is elementwise here.
-    """
-    if old_node.buffer is not None or old_node.op == "const":
-        mark_dirty(t)
 
 
 def _type_error(op, *xs):

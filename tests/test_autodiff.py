@@ -467,3 +467,17 @@ def test_explain_prints_one_line_per_node(capsys):
     assert buf.getvalue().startswith("graph:")
     y.numpy()
     assert len(fa.explain(y, plan=False, file=io.StringIO()).splitlines()) == 2  # computed: one buffer
+
+
+def test_repeated_in_place_updates_before_a_read():
+    """Several updates of the same multi-element leaf queue once (tensors are keyed by identity)."""
+    w = fa.ones(3, requires_grad=True)
+    with fa.no_grad():
+        w *= 0.5
+        w -= 0.25
+        w += fa.ones(3)
+    np.testing.assert_allclose(w.numpy(), [1.25, 1.25, 1.25])
+    v = fa.Variable([1.0, 2.0])
+    v.assign_add([1.0, 1.0])
+    v.assign_add([1.0, 1.0])
+    np.testing.assert_allclose(v.numpy(), [3.0, 4.0])
