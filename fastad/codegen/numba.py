@@ -158,6 +158,16 @@ def full_reductions(kernel: Kernel) -> list:
     return [k for k, o in enumerate(kernel.outputs) if o.reduce]
 
 
+def _invariant_statements(kernel: Kernel) -> set:
+    """Statements whose value is the same at every point: scalars, broadcast loads, ops on those."""
+    out = set()
+    for i, st in enumerate(kernel.body):
+        if st.op == "scalar" or (st.op == "load" and set(kernel.inputs[st.arg].pattern) <= {"0"}) or (
+                st.op not in ("load", "scalar") and all(s in out for s in st.srcs)):
+            out.add(i)
+    return out
+
+
 def _body(kernel: Kernel) -> str:
     """`body(lo, hi, ...)`: the kernel over rows lo..hi of its first dimension; returns full-reduction partials."""
     nd, rnd = kernel.ndim, kernel.reduce_ndim
@@ -186,7 +196,12 @@ def _body(kernel: Kernel) -> str:
             idx = f"({idx}) * s{d} + i{d}"
         return f"U({idx})"
 
-    stmts = [f"v{i} = {_stmt_source(kernel, i, index_of)}" for i in range(len(kernel.body))]
+    # statements that read no loop index are computed once, before the loops; besides the saved
+    # work, LLVM takes minutes over some mathlib bodies (pow) left loop-invariant inside a loop
+    invariant = _invariant_statements(kernel)
+    hoisted = [f"v{i} = {_stmt_source(kernel, i, index_of)}" for i in sorted(invariant)]
+    stmts = [f"v{i} = {_stmt_source(kernel, i, index_of)}" for i in range(len(kernel.body))
+             if i not in invariant]
     stmts += [f"out{k}[{flat_index(list(range(nd)))}] = v{o.value}"
               for k, o in enumerate(kernel.outputs) if not o.reduce]
     stmts += [_update(kernel.outputs[k].reduce, f"acc{k}", f"v{kernel.outputs[k].value}") for k in reductions]
@@ -201,6 +216,14 @@ def _body(kernel: Kernel) -> str:
     def result(k):
         return f"acc{k}" if k not in extrema else f"acc{k} if nan{k} == 0 else np.nan"
 
+    full = full_reductions(kernel)
+    if hoisted:
+        # an empty slice must not read its (possibly empty) inputs
+        lines.append("    if hi <= lo:")
+        lines.append("        return (" + "".join(
+            f"{_identity(kernel.outputs[k].reduce, kernel.outputs[k].dtype)}, " for k in full) + ")"
+            if full else "        return 0")
+        lines += ["    " + h for h in hoisted]
     ind = "    "
     if n_outer == 0:
         lines += inits(ind)
@@ -219,7 +242,6 @@ def _body(kernel: Kernel) -> str:
         for k in reductions:
             o = kernel.outputs[k]
             lines.append(out_ind + f"out{k}[{flat_index(list(range(n_outer)))}] = {_np_type(o.dtype)}({result(k)})")
-    full = full_reductions(kernel)
     lines.append("    return (" + "".join(f"{result(k)}, " for k in full) + ")" if full else "    return 0")
     return "\n".join(lines)
 
