@@ -89,7 +89,7 @@ class Kernel:
         """A stable structural hash: equal for kernels that differ only in sizes and scalar values."""
         return hashlib.sha256(self.describe().encode()).hexdigest()[:20]
 
-    @property
+    @cached_property
     def name(self) -> str:
         reduces = [o.reduce for o in self.outputs if o.reduce]
         kind = "_".join(dict.fromkeys(reduces)) if reduces else "map"
