@@ -10,6 +10,7 @@ behind a computed value is freed and never recomputed.
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 __all__ = ["Node", "toposort", "explain_lines"]
@@ -35,10 +36,7 @@ class Node:
 
     @property
     def size(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def realized(self) -> bool:

@@ -75,7 +75,7 @@ def const(value, shape: tuple, dtype, device) -> Node:
 
 def _scalar(value, dtype):
     """The Python scalar `value` rounded to `dtype`, so folding and printing agree with the buffer."""
-    if type(value) is float and dtype.kind == "f":
+    if type(value) in (float, int, bool) and dtype.kind == "f":
         return dtype.np.type(value).item()
     return np.asarray(value).astype(dtype.np).item()
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import dtypes as dt
+from ._util import contiguous
 from .graph import Node, toposort
 from .kernel_ir import Input, Kernel, Output, Stmt
 from .ops import ELEMENTWISE, LIBRARY, MATMUL, MOVEMENT, OPS, REDUCE
@@ -399,7 +400,7 @@ def run(outputs: list[Node], order: list[Node] | None = None) -> None:
     if _small_graph(outputs, order):
         # tiny tensors: numpy op by op beats planning and launching a kernel
         for node, value in zip(outputs, evaluate(outputs, xp, order)):
-            node.settle(xp.ascontiguousarray(value).reshape(node.shape))
+            node.settle(contiguous(value))
         return
     for step in _cached_plan(outputs, order):
         if isinstance(step, LibraryStep):
@@ -474,8 +475,9 @@ def _small_graph(outputs: list[Node], order) -> bool:
     limit = settings.small_graph_elements
     if settings.cpu_mode == "jit" or limit <= 0 or outputs[0].device.type != "cpu":
         return False
+    prod = math.prod
     for n in order if order is not None else toposort(outputs):
-        if n.size > limit:
+        if prod(n.shape) > limit:
             return False
     return True
 

@@ -466,7 +466,15 @@ def _promote(op: str, *xs: Tensor) -> tuple:
     return tuple(x if x.dtype is common else _apply("cast", x, arg=common) for x in xs)
 
 
+_NO_CAST_KINDS = {"any": "biufc", "numeric": "iufc", "float": "fc", "bool": "b"}
+
+
 def _binary(name: str, a, b) -> Tensor:
+    # fast path: two tensors that need no promotion, broadcasting or device check
+    if (type(a) is Tensor and type(b) is Tensor and a._node.dtype is b._node.dtype
+            and a._node.shape == b._node.shape and a._node.device is b._node.device
+            and a._node.dtype.kind in _NO_CAST_KINDS.get(OPS[name].domain, "")):
+        return _apply(name, a, b)
     # fast path for `tensor op python_number`: the constant is made at the final shape and dtype
     if type(b) in (int, float) and isinstance(a, Tensor):
         common = _common_dtype(name, (a.dtype, dt.scalar_dtype(b, a.dtype)))
