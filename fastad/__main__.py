@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     sub.add_parser("version", help="print the versions of fastad and its compiler stack")
     args = parser.parse_args(argv)
     if args.command == "bench":
-        return bench.run(args, argv[argv.index("bench") + 1:])
+        return bench.run_devices(args, argv[argv.index("bench") + 1:])
     if args.command == "version":
         return _version(args)
     parser.print_help()

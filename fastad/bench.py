@@ -539,7 +539,8 @@ def parse_only(text: str) -> tuple:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default: cpu)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="where to run (default: the CPU, then CUDA as well when a GPU is present)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run for CI: small sizes, 1-2 repeats, no torch.compile; first-call test only "
                         "with --only firstcall (then at N=100k)")
@@ -636,11 +637,29 @@ def run(args, argv=()) -> int:
     return 0
 
 
+def run_devices(args, argv=()) -> int:
+    """`run` on the chosen device; with none chosen, on the CPU and then on CUDA when a GPU is present."""
+    if args.device is not None:
+        return run(args, argv)
+    from .runtime.cuda_probe import is_available
+    devices = ["cpu"] + (["cuda"] if is_available() else [])
+    status = 0
+    for device in devices:
+        one = argparse.Namespace(**vars(args))
+        one.device = device
+        if args.json and len(devices) > 1:
+            one.json = str(Path(args.json).with_name(f"{Path(args.json).stem}-{device}.json"))
+        if args.png and len(devices) > 1:
+            one.png = str(Path(args.png).with_name(f"{Path(args.png).stem}-{device}.png"))
+        status = max(status, run(one, argv))
+    return status
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m fastad bench", description=__doc__.split("\n")[0])
     add_arguments(p)
-    return run(p.parse_args(argv), argv)
+    return run_devices(p.parse_args(argv), argv)
 
 
 if __name__ == "__main__":
