@@ -13,6 +13,9 @@ import weakref
 
 from ._util import contiguous
 from .graph import Node, toposort
+from .runtime import backend_for
+from .runtime.reference import const_array
+from .schedule import run
 
 __all__ = ["realize", "realize_tensors", "mark_dirty"]
 
@@ -38,7 +41,6 @@ def realize(nodes: list[Node]) -> None:
     if any(n.op == "copy_to" for n in order):
         _realize_transfers(order)
         order = toposort(pending)
-    from .schedule import run
     run(pending, order)
 
 
@@ -48,8 +50,6 @@ def _realize_transfers(order: list[Node]) -> None:
         if n.op == "copy_to" and n.buffer is None:
             src = n.srcs[0]
             realize([src])
-            from .runtime import backend_for
-            from .runtime.reference import const_array
             host = src.buffer if src.buffer is not None else const_array(src)
             if src.device.type != "cpu":
                 host = backend_for(src.device).to_numpy(host)

@@ -116,13 +116,11 @@ class KernelStep:
     inputs: list                 # (node, View) per kernel input
     scalars: list                # the const node behind each scalar argument
     outputs: list                # the node each kernel output settles
-    depth: int = 0
 
 
 @dataclass
 class LibraryStep:
     node: Node                   # a matmul, embed or concat node
-    depth: int = 0
 
 
 @dataclass
@@ -269,7 +267,7 @@ def _plan(outputs: list[Node], materialized: set) -> Plan:
     p = Plan(materialized=materialized)
     for g in sorted(groups, key=lambda g: g["depth"]):
         if "library" in g:
-            p.steps.append(LibraryStep(g["library"], g["depth"]))
+            p.steps.append(LibraryStep(g["library"]))
         else:
             p.steps.append(_build_kernel(g, materialized))
     return p
@@ -337,7 +335,7 @@ def _build_kernel(g: dict, materialized: set) -> KernelStep:
     inputs = tuple(Input(node.dtype, _pattern(st)) for (node, _), st in zip(b.inputs, strides2))
     kernel = Kernel(len(shape2), rnd2, inputs, tuple(c.dtype for c in b.scalars), tuple(b.body), tuple(outs))
     step_inputs = [(node, View(shape2, st, v.offset)) for (node, v), st in zip(b.inputs, strides2)]
-    return KernelStep(kernel, shape2, step_inputs, list(b.scalars), list(g["roots"]), g["depth"])
+    return KernelStep(kernel, shape2, step_inputs, list(b.scalars), list(g["roots"]))
 
 
 def _pattern(strides) -> str:
@@ -374,13 +372,6 @@ def _collapse(shape, rnd, strides_list):
 # Execution
 # ---------------------------------------------------------------------------
 
-def _flat(node: Node, xp):
-    buf = node.buffer
-    if buf is None:  # a const feeding a library op
-        return xp.asarray(node.arg, dtype=node.dtype.np).reshape(1)
-    return buf.reshape(-1)
-
-
 def _operand(node: Node, xp):
     """A library operand as an array: a buffer, or numpy views over one."""
     if node.buffer is not None:
@@ -413,7 +404,8 @@ def run(outputs: list[Node], order: list[Node] | None = None) -> None:
             profile.record_launch(n.op, n.device, n.size, kind="library")
             n.settle(backend.run_library(n.op, n.arg, args, device=n.device))
             continue
-        inputs = [(_flat(node, xp), view.offset, view.strides) for node, view in step.inputs]
+        # kernel inputs are computed nodes (constants are scalar arguments)
+        inputs = [(node.buffer.reshape(-1), view.offset, view.strides) for node, view in step.inputs]
         scalars = [c.arg for c in step.scalars]
         results = backend.run_kernel(step.kernel, step.shape, inputs, scalars, device=outputs[0].device)
         for node, buf in zip(step.outputs, results):

@@ -47,9 +47,8 @@ def _call(name: str, args: list, d: dt.DType, out: dt.DType) -> str:
         return f"{name}_{sfx}({x})"
     if name == "pow":
         return f"pow_{sfx}({x}, {args[1]})" if sfx else f"({x} ** {args[1]})"
-    if name in _MATHLIB:  # complex: Numba's cmath
-        return f"cmath.{name}({x})" if name in ("exp", "log", "sin", "cos", "tan", "tanh") else \
-            f"{T}({name}_f64(np.float64({x})))"
+    if name in ("exp", "log", "sin", "cos", "tan", "tanh") and d.kind == "c":
+        return f"cmath.{name}({x})"  # complex: Numba's cmath (no mathlib version)
     simple = {
         "sqrt": f"np.sqrt({x})", "abs": f"abs({x})", "sign": f"{T}(np.sign({x}))",
         "floor": f"np.floor({x})", "ceil": f"np.ceil({x})", "round": f"np.rint({x})",
