@@ -3,7 +3,7 @@
 Start at `CASES` (every hand-built Kernel) and the `built` fixture, which in
 one go (two compilers side by side) compiles
   * every rendered kernel into ONE translation unit with `nvcc --ptx -arch=sm_90`,
-    plus kernels/*.cu each on its own (skipped cleanly when nvcc is absent), and
+    plus fastad/kernels/*.cu each on its own (skipped cleanly when nvcc is absent), and
   * the same sources as host C++ with g++ under a small CUDA emulation
     (`EMULATION`: one thread per block, FA_WARP=1, sequential atomics), loaded
     with ctypes, so the tests below run the generated code on the CPU through
@@ -242,7 +242,7 @@ def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cuda-codegen")
     sources = [cg.render(k).source for k in CASES]
     wide = [cg.render(k).source for k in WIDE]
-    templates = sorted((ROOT / "kernels").glob("*.cu"))
+    templates = sorted((ROOT / "fastad" / "kernels").glob("*.cu"))
 
     def nvcc():
         if cg.nvcc_path() is None:
@@ -607,11 +607,41 @@ def test_unsupported_dtype_is_a_clear_error():
         cg.render(k)
 
 
-def test_kernel_template_dir(monkeypatch, tmp_path):
-    assert (cg.kernel_template_dir() / "reduce.cu").is_file()
+def test_templates_come_from_the_package_or_the_override(monkeypatch, tmp_path):
+    assert cg.kernel_template_dir() is None
+    assert "FA_REDUCE_CU" in cg._template("reduce.cu")
     (tmp_path / "elementwise.cu").write_text("// x")
     monkeypatch.setenv("FASTAD_KERNEL_DIR", str(tmp_path))
     assert cg.kernel_template_dir() == tmp_path
+    assert cg._template("elementwise.cu") == "// x"
+    with pytest.raises(FileNotFoundError, match="reduce.cu"):
+        cg._template("reduce.cu")
+
+
+@pytest.mark.slow
+def test_templates_are_found_in_an_installed_copy(tmp_path):
+    """`pip install --target/--user/--prefix` put no data files where a source checkout has them: the
+    templates travel as package data (setuptools' build_py below lays out the files a wheel holds)
+    and are read through importlib.resources from wherever the package landed."""
+    target = tmp_path / "site"
+    build = ("from setuptools.dist import Distribution\n"
+             "d = Distribution(); d.script_name = 'setup.py'; d.parse_config_files()\n"
+             "c = d.get_command_obj('build_py'); c.build_lib = %r; c.ensure_finalized(); c.run()\n" % str(target))
+    res = subprocess.run([sys.executable, "-c", build], capture_output=True, text=True, timeout=300,
+                         cwd=str(ROOT))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(p.name for p in (target / "fastad" / "kernels").glob("*.cu")) == ["elementwise.cu", "reduce.cu"]
+    code = ("import fastad.codegen.cuda as c, fastad.dtypes as dt\n"
+            "from fastad.kernel_ir import Input, Kernel, Output, Stmt\n"
+            "assert c.__file__.startswith(%r), c.__file__\n"
+            "k = Kernel(1, 1, (Input(dt.float32, '1'),), (), (Stmt('load', (), dt.float32, 0),), "
+            "(Output(0, dt.float32, 'sum'),))\n"
+            "assert 'FA_REDUCE_CU' in c.render(k).source\n" % str(target))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FASTAD_KERNEL_DIR")}
+    env["PYTHONPATH"] = str(target)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=str(tmp_path), timeout=120)
+    assert res.returncode == 0, res.stderr
 
 
 # ---------------------------------------------------------------------------

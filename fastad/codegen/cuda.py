@@ -10,8 +10,8 @@ Nothing here imports CuPy.
 
 Generated source
 ----------------
-`kernels/elementwise.cu` (types, `fa_<intrinsic>` helpers per dtype, casts)
-and, for reductions, `kernels/reduce.cu` (combine operators, warp/block
+`fastad/kernels/elementwise.cu` (types, `fa_<intrinsic>` helpers per dtype, casts)
+and, for reductions, `fastad/kernels/reduce.cu` (combine operators, warp/block
 reduce, atomics) are pasted above the kernel. Each statement of the IR body
 becomes one line, `const <ctype> v<i> = <expr>;`, where `<expr>` is the op
 table's `expr` template with `{k}` replaced by the source variables and each
@@ -47,13 +47,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.resources
 import os
 import pathlib
 import re
 import shutil
 import subprocess
-import sys
-import sysconfig
 import tempfile
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -102,37 +101,36 @@ _CALL = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 # Templates
 # ---------------------------------------------------------------------------
 
-def kernel_template_dir() -> pathlib.Path:
-    """The folder holding elementwise.cu and reduce.cu.
-
-    Tried in order: $FASTAD_KERNEL_DIR; `kernels/` at the repository root (a
-    source checkout, next to `fastad/`); `fastad/_kernels/` (a wheel that ships
-    them as package data); `<prefix>/share/fastad/kernels` (a wheel that ships
-    them through setuptools' data-files).
-    """
-    here = pathlib.Path(__file__).resolve().parent.parent       # .../fastad
-    candidates = []
+def kernel_template_dir() -> pathlib.Path | None:
+    """$FASTAD_KERNEL_DIR when set (a folder holding elementwise.cu and reduce.cu), else None:
+    the templates then come from the package itself (`fastad/kernels/`, package data)."""
     env = os.environ.get("FASTAD_KERNEL_DIR")
-    if env:
-        candidates.append(pathlib.Path(env))
-    candidates += [here.parent / "kernels", here / "_kernels",
-                   pathlib.Path(sysconfig.get_path("data")) / "share" / "fastad" / "kernels",
-                   pathlib.Path(sys.prefix) / "share" / "fastad" / "kernels"]
-    for c in candidates:
-        if (c / "elementwise.cu").is_file():
-            return c
-    raise FileNotFoundError(
-        "fastad's CUDA templates (elementwise.cu, reduce.cu) were not found in "
-        + ", ".join(str(c) for c in candidates))
+    return pathlib.Path(env) if env else None
 
 
 def _template(name: str) -> str:
-    return _read(str(kernel_template_dir() / name))
+    folder = kernel_template_dir()
+    if folder is not None:
+        return _read_file(str(folder / name))
+    return _read_resource(name)
 
 
 @functools.lru_cache(maxsize=None)
-def _read(path: str) -> str:
-    return pathlib.Path(path).read_text()
+def _read_file(path: str) -> str:
+    try:
+        return pathlib.Path(path).read_text()
+    except OSError as e:
+        raise FileNotFoundError(f"fastad's CUDA template {path} cannot be read ($FASTAD_KERNEL_DIR): {e}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _read_resource(name: str) -> str:
+    # importlib.resources finds package data wherever pip put the package (--user, --prefix, --target, a zip)
+    try:
+        return importlib.resources.files("fastad.kernels").joinpath(name).read_text()
+    except (OSError, ModuleNotFoundError) as e:
+        raise FileNotFoundError(f"fastad's CUDA template {name} is missing from the installed package "
+                                f"(fastad/kernels/): {e}") from None
 
 
 # ---------------------------------------------------------------------------

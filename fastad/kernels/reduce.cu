@@ -1,4 +1,4 @@
-// kernels/reduce.cu: combine operators, warp/block reductions and atomic combines for reduction kernels.
+// fastad/kernels/reduce.cu: combine operators, warp/block reductions and atomic combines for reduction kernels.
 //
 // Start at `FaSum` ... `FaMin` (each: identity<T>() and apply(a, b)), then
 // `fa_group_reduce`. `fastad/codegen/cuda.py` pastes this file after

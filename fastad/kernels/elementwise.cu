@@ -1,4 +1,4 @@
-// kernels/elementwise.cu: the prelude of every kernel that fastad's CUDA renderer emits.
+// fastad/kernels/elementwise.cu: the prelude of every kernel that fastad's CUDA renderer emits.
 //
 // Start at "Types" and "Intrinsics". `fastad/codegen/cuda.py` pastes this file
 // (then reduce.cu for reductions) above the generated kernel, so generated
