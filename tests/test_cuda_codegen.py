@@ -16,10 +16,8 @@ reduction strategies); warp shuffles and shared memory only run on a GPU
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -30,6 +28,8 @@ from fastad import dtypes as dt
 from fastad.codegen import cuda as cg
 from fastad.kernel_ir import Input, Kernel, Output, Stmt
 from fastad.ops import ELEMENTWISE, OPS, domain_allows
+
+from cuda_emulation import EMULATION, Emulator, _gxx, build
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DTYPES = [dt.bool, dt.int8, dt.int16, dt.int32, dt.int64, dt.uint8, dt.uint16, dt.uint32, dt.uint64,
@@ -142,85 +142,6 @@ CASES: list[Kernel] = (
     + list(REDUCE_KERNELS.values()) + list(EXTRA_KERNELS.values()))
 
 
-# ---------------------------------------------------------------------------
-# Host emulation of the CUDA builtins the templates use
-# ---------------------------------------------------------------------------
-
-EMULATION = r"""
-#define FA_WARP 1
-#include <math.h>
-#include <string.h>
-#define __device__
-#define __global__
-#define __forceinline__ inline
-#define __shared__ static
-#define __launch_bounds__(n)
-struct fa_dim3 { unsigned int x, y, z; };
-static fa_dim3 threadIdx = {0, 0, 0}, blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
-extern "C" void fa_emu_set(unsigned int bx, unsigned int by, unsigned int gx, unsigned int gy) {
-    blockIdx.x = bx; blockIdx.y = by; gridDim.x = gx; gridDim.y = gy;
-}
-inline void __syncthreads() {}
-template <typename T> inline T __shfl_down_sync(unsigned int, T v, int) { return v; }
-inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
-inline float __uint_as_float(unsigned int i) { float f; memcpy(&f, &i, 4); return f; }
-inline unsigned int __float_as_uint(float f) { unsigned int i; memcpy(&i, &f, 4); return i; }
-inline double __longlong_as_double(long long i) { double d; memcpy(&d, &i, 8); return d; }
-inline long long __double_as_longlong(double d) { long long i; memcpy(&i, &d, 8); return i; }
-inline float __expf(float x) { return expf(x); }
-inline float __logf(float x) { return logf(x); }
-inline float __sinf(float x) { return sinf(x); }
-inline float __cosf(float x) { return cosf(x); }
-template <typename T> inline T atomicAdd(T* p, T v) { T o = *p; *p = o + v; return o; }
-template <typename T> inline T atomicMax(T* p, T v) { T o = *p; if (v > o) *p = v; return o; }
-template <typename T> inline T atomicMin(T* p, T v) { T o = *p; if (v < o) *p = v; return o; }
-template <typename T> inline T atomicCAS(T* p, T cmp, T v) { T o = *p; if (o == cmp) *p = v; return o; }
-"""
-
-_CTYPES = {
-    "bool": ctypes.c_bool, "int8": ctypes.c_int8, "int16": ctypes.c_int16, "int32": ctypes.c_int32,
-    "int64": ctypes.c_int64, "uint8": ctypes.c_uint8, "uint16": ctypes.c_uint16, "uint32": ctypes.c_uint32,
-    "uint64": ctypes.c_uint64, "float32": ctypes.c_float, "float64": ctypes.c_double,
-}
-
-
-class Emulator:
-    """Runs rendered kernels compiled as host C++: `functions(bits)` for `cg.execute`."""
-
-    def __init__(self, libs: dict):
-        self.libs = {bits: ctypes.CDLL(str(p)) for bits, p in libs.items()}
-        self.launches = []
-
-    def functions(self, bits):
-        lib = self.libs[bits]
-        emu = self
-
-        class Entries:
-            def __getitem__(self, name):
-                fn = getattr(lib, name)
-                fn.restype = None
-
-                def launch(grid, block, args):
-                    assert block == (1, 1, 1), block
-                    emu.launches.append((name, grid))
-                    cargs = [ctypes.c_void_p(a.ctypes.data) if isinstance(a, np.ndarray)
-                             else _CTYPES[a.dtype.name](a.item()) for a in args]
-                    for by in range(grid[1]):
-                        for bx in range(grid[0]):
-                            lib.fa_emu_set(bx, by, grid[0], grid[1])
-                            fn(*cargs)
-                return launch
-        return Entries()
-
-    def run(self, kernel, shape, inputs, scalars=(), deterministic=False, sm_count=2, **force):
-        return cg.execute(cg.render(kernel), shape, inputs, scalars, xp=np, functions=self.functions,
-                          sm_count=sm_count, deterministic=deterministic, block=1, warp=1, **force)
-
-
-def _gxx():
-    return shutil.which("g++") or shutil.which("c++")
-
-
 # kernels also built in the 64-bit index variant (emulation) and checked with NVRTC (the runtime's compiler)
 WIDE = [OP_KERNELS["float32"][0], OP_KERNELS["int8"][0], CAST_KERNELS["float64"], EXTRA_KERNELS["multi"],
         EXTRA_KERNELS["mixed"], REDUCE_KERNELS[("uint64", "n1n", 2)], PATTERN_KERNELS[("float32", "nnn")]]
@@ -259,23 +180,15 @@ def built(tmp_path_factory):
             return "skip"
         try:
             for src in wide:
-                cg.compile_with_nvrtc(src, options=cg.CudaSource.options(32))
+                cg.compile_with_nvrtc(src, options=cg.nvrtc_options(32))
             for src in wide[:2]:
-                cg.compile_with_nvrtc(src, options=cg.CudaSource.options(64))
+                cg.compile_with_nvrtc(src, options=cg.nvrtc_options(64))
         except RuntimeError as e:
             return str(e)
         return None
 
     def gxx(bits, srcs):
-        cxx = _gxx()
-        if cxx is None:
-            return None, "no C++ compiler"
-        code, lib = tmp / f"emulated{bits}.cpp", tmp / f"emulated{bits}.so"
-        code.write_text(EMULATION + "\n".join(dict.fromkeys(srcs)))
-        res = subprocess.run([cxx, "-std=c++17", "-O0", "-fwrapv", "-shared", "-fPIC", "-x", "c++",
-                              f"-DFA_INDEX_BITS={bits}", "-w", str(code), "-o", str(lib)],
-                             capture_output=True, text=True)
-        return (lib, None) if res.returncode == 0 else (None, res.stderr[-20000:])
+        return build(srcs, tmp, f"emulated{bits}", bits)
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         jobs = {"nvcc": pool.submit(nvcc), "nvrtc": pool.submit(nvrtc),
@@ -461,7 +374,8 @@ def _reduce_inputs(d, shape, pattern, rng):
     return view, triple
 
 
-STRATEGIES = {"thread": dict(force_group=0), "warp": dict(force_group=1),
+STRATEGIES = {"thread": dict(force_group=0), "columns": dict(force_group=0, force_chunks=3),
+              "warp": dict(force_group=1),
               "block": dict(force_group=2, force_chunks=1), "chunks": dict(force_group=2, force_chunks=3)}
 
 

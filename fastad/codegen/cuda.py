@@ -62,8 +62,10 @@ import numpy as np
 from ..kernel_ir import Kernel
 from ..ops import OPS
 
-__all__ = ["render", "CudaSource", "LaunchPlan", "execute", "kernel_template_dir",
-           "compile_with_nvcc", "compile_with_nvrtc", "nvcc_path", "CTYPES", "ACC_TYPES"]
+__all__ = ["render", "CudaSource", "LaunchPlan", "execute", "kernel_template_dir", "acc_dtype",
+           "compile_with_nvcc", "compile_with_nvrtc", "nvrtc_options", "nvrtc_arch", "nvrtc_version",
+           "nvrtc_supported_archs", "nvcc_path",
+           "CTYPES", "ACC_TYPES"]
 
 # C type of every dtype the renderer supports (complex is not supported on CUDA yet)
 CTYPES = {
@@ -71,12 +73,15 @@ CTYPES = {
     "uint8": "unsigned char", "uint16": "unsigned short", "uint32": "unsigned int",
     "uint64": "unsigned long long", "float32": "float", "float64": "double",
 }
-# accumulator dtype of a reduced output of each dtype (reduce.cu handles these four C types)
+# accumulator dtype of a reduced output of each dtype (reduce.cu handles these four C types);
+# float32 sums are the exception, see `acc_dtype`
 ACC_TYPES = {
     "bool": "uint64", "int8": "int64", "int16": "int64", "int32": "int64", "int64": "int64",
     "uint8": "uint64", "uint16": "uint64", "uint32": "uint64", "uint64": "uint64",
     "float32": "float32", "float64": "float64",
 }
+# output dtypes that reduce.cu can combine atomically (finish 1)
+ATOMIC_DTYPES = frozenset({"float32", "float64", "int64", "uint64"})
 _COMBINE = {"sum": "FaSum", "prod": "FaProd", "max": "FaMax", "min": "FaMin"}
 
 # intrinsic names of the op table's expression language; each maps to fa_<name> in elementwise.cu
@@ -90,6 +95,7 @@ BLOCK = 256              # threads per block of every launch (kernels declare __
 BLOCKS_PER_SM = 16       # grid-stride loops: at most this many blocks per multiprocessor
 REDUCE_BLOCKS_PER_SM = 8  # block-mode reductions aim at this many blocks per multiprocessor
 MAX_CHUNKS = 1024        # most blocks one row of a reduction is split into
+COLUMN_CHUNK = 64        # thread-per-row reductions: fewest elements one thread adds before combining
 DETERMINISTIC_SMS = 128  # deterministic mode plans for this SM count whatever the device has
 _INDEX_LIMIT = 2 ** 31 - 1
 
@@ -161,6 +167,7 @@ class CudaSource:
     entry: str                    # main entry (grid-stride elementwise loop or reduction pass)
     finish_entry: str | None      # reductions: the fixed-order second pass
     atomic_ok: bool               # every reduced output has an atomic combine for its dtype
+    columns: bool = False         # reductions: inputs are contiguous across rows, strided along them
 
     @property
     def name(self) -> str:
@@ -217,9 +224,10 @@ class CudaSource:
 
         split = k.ndim - k.reduce_ndim
         rows, cols = _prod(shape[:split]), _prod(shape[split:])
+        columns = self.columns and rows >= 32     # at least one full warp of neighbouring rows
         if force_group is not None:
             group = force_group
-        elif cols < 32:
+        elif cols < 32 or columns:
             group = 0
         elif cols > 2048 and rows < sm_count * 32:
             group = 2
@@ -227,7 +235,13 @@ class CudaSource:
             group = 1
         chunks = 1
         if group == 0:
-            grid = (min(max(_cdiv(rows, block), 1), sm_count * BLOCKS_PER_SM), 1, 1)
+            xblocks = min(max(_cdiv(rows, block), 1), sm_count * BLOCKS_PER_SM)
+            if force_chunks is not None:
+                chunks = force_chunks
+            elif columns and force_group is None:   # split the strided rows over blockIdx.y
+                chunks = max(1, min(_cdiv(sm_count * REDUCE_BLOCKS_PER_SM, xblocks),
+                                    _cdiv(cols, COLUMN_CHUNK), MAX_CHUNKS))
+            grid = (xblocks, chunks, 1)
         elif group == 1:
             grid = (min(max(_cdiv(rows * warp, block), 1), sm_count * BLOCKS_PER_SM), 1, 1)
         else:
@@ -314,7 +328,7 @@ def execute(src: CudaSource, shape, inputs, scalars, *, xp, functions: Callable,
         return outs
     reduced = src.reduced()
     if plan.finish == 2:
-        partials = [xp.empty(plan.rows * plan.chunks, dtype=np.dtype(ACC_TYPES[o.dtype.name]))
+        partials = [xp.empty(plan.rows * plan.chunks, dtype=np.dtype(acc_dtype(o.reduce, o.dtype)))
                     for _, o in reduced]
     else:
         partials = [outs[i] for i, _ in reduced]       # never dereferenced: a typed placeholder
@@ -366,8 +380,17 @@ def _ctype(d) -> str:
         raise NotImplementedError(f"the CUDA renderer does not support dtype {d.name}") from None
 
 
-def _acc_ctype(d) -> str:
-    return CTYPES[ACC_TYPES[d.name]]
+def acc_dtype(reduce: str, d) -> str:
+    """Name of the accumulator dtype of a `reduce` output of dtype `d`. float32 sums accumulate in
+    double: a thread may add up thousands of elements in a row, and float there loses digits that
+    numpy's pairwise sum keeps; the double add is free next to the memory traffic."""
+    if reduce == "sum" and d.name == "float32":
+        return "float64"
+    return ACC_TYPES[d.name]
+
+
+def _acc_ctype(o) -> str:
+    return CTYPES[acc_dtype(o.reduce, o.dtype)]
 
 
 def render(kernel: Kernel) -> CudaSource:
@@ -387,8 +410,8 @@ class _Renderer:
         for inp in k.inputs:
             if len(inp.pattern) != k.ndim or set(inp.pattern) - set("01n"):
                 raise ValueError(f"{self.name}: bad input pattern {inp.pattern!r} for ndim {k.ndim}")
-        self.atomic_ok = all(ACC_TYPES[_check(o.dtype).name] == o.dtype.name
-                             for o in k.outputs if o.reduce)
+        self.atomic_ok = all(_check(o.dtype).name in ATOMIC_DTYPES for o in k.outputs if o.reduce)
+        self.columns = self.red and _reads_across_rows(k, self.split)
 
     # -- pieces ---------------------------------------------------------------
 
@@ -406,7 +429,7 @@ class _Renderer:
         if self.red:
             for i, o in enumerate(k.outputs):
                 if o.reduce:
-                    ps.append(f"{_acc_ctype(o.dtype)}* __restrict__ part{i}")
+                    ps.append(f"{_acc_ctype(o)}* __restrict__ part{i}")
             ps += ["const int fa_group", "const int fa_finish"]
         return ps
 
@@ -501,9 +524,9 @@ class _Renderer:
         L = [f"    const fa_idx rows = (fa_idx)({rows});",
              f"    const fa_idx cols = (fa_idx)({cols});",
              "    fa_idx lane, gsize, gid, ngroups, chunk, nchunks;",
-             "    if (fa_group == 0) {          // one thread per row",
+             "    if (fa_group == 0) {          // one thread per row; row chunks over blockIdx.y",
              "        lane = 0; gsize = 1; gid = fa_thread_start(); ngroups = fa_thread_step();",
-             "        chunk = 0; nchunks = 1;",
+             "        chunk = (fa_idx)blockIdx.y; nchunks = (fa_idx)gridDim.y;",
              "    } else if (fa_group == 1) {   // one warp per row",
              "        lane = (fa_idx)threadIdx.x % FA_WARP; gsize = FA_WARP;",
              "        gid = fa_thread_start() / FA_WARP; ngroups = fa_thread_step() / FA_WARP;",
@@ -523,7 +546,7 @@ class _Renderer:
                 [f"(fa_idx)off{i}"] + self.offset_terms(i, 0, s)) + ";")
         reduced = [(i, o) for i, o in enumerate(k.outputs) if o.reduce]
         for i, o in reduced:
-            acc = _acc_ctype(o.dtype)
+            acc = _acc_ctype(o)
             L.append(f"        {acc} a{i} = {_COMBINE[o.reduce]}::identity<{acc}>();")
         L.append("        for (fa_idx r = rbeg + lane; r < rend; r += gsize) {")
         L += self.decompose("r", s, k.ndim, "            ")
@@ -533,7 +556,7 @@ class _Renderer:
         L += self.statements("            ", index_of)
         for i, o in enumerate(k.outputs):
             if o.reduce:
-                acc = _acc_ctype(o.dtype)
+                acc = _acc_ctype(o)
                 L.append(f"            a{i} = {_COMBINE[o.reduce]}::apply(a{i}, fa_cast<{acc}>(v{o.value}));")
             else:
                 L.append(self.store(o, i, "m * cols + r", "            "))
@@ -544,8 +567,8 @@ class _Renderer:
         for i, o in reduced:
             ct, op = _ctype(o.dtype), _COMBINE[o.reduce]
             L.append(f"            if (fa_finish == 0) out{i}[m] = fa_cast<{ct}>(a{i});")
-            if ACC_TYPES[o.dtype.name] == o.dtype.name:
-                L.append(f"            else if (fa_finish == 1) fa_atomic_combine<{op}>(out{i} + m, a{i});")
+            if o.dtype.name in ATOMIC_DTYPES:
+                L.append(f"            else if (fa_finish == 1) fa_atomic_combine<{op}>(out{i} + m, fa_cast<{ct}>(a{i}));")
             L.append(f"            else part{i}[m * nchunks + chunk] = a{i};")
         L.append("        }")
         L.append("    }")
@@ -555,13 +578,13 @@ class _Renderer:
         reduced = [(i, o) for i, o in enumerate(self.k.outputs) if o.reduce]
         ps = ["const long long rows", "const long long nchunks"]
         for i, o in reduced:
-            ps += [f"const {_acc_ctype(o.dtype)}* __restrict__ part{i}", f"{_ctype(o.dtype)}* __restrict__ out{i}"]
+            ps += [f"const {_acc_ctype(o)}* __restrict__ part{i}", f"{_ctype(o.dtype)}* __restrict__ out{i}"]
         L = [f'extern "C" __global__ void __launch_bounds__({BLOCK}) {self.name}_finish(',
              "    " + ",\n    ".join(ps) + ")", "{",
              "    // fixed order: thread t combines chunks t, t+blockDim, ...; then the block tree",
              "    for (long long m = blockIdx.x; m < rows; m += gridDim.x) {"]
         for i, o in reduced:
-            acc, op = _acc_ctype(o.dtype), _COMBINE[o.reduce]
+            acc, op = _acc_ctype(o), _COMBINE[o.reduce]
             L += [f"        {acc} a{i} = {op}::identity<{acc}>();",
                   "        for (long long c = threadIdx.x; c < nchunks; c += blockDim.x)",
                   f"            a{i} = {op}::apply(a{i}, part{i}[m * nchunks + c]);",
@@ -582,12 +605,26 @@ class _Renderer:
             f'extern "C" __global__ void __launch_bounds__({BLOCK}) {self.name}(',
             "    " + ",\n    ".join(self.params()) + ")",
             "{"] + body + ["}"] + (self.finish() if self.red else [])) + "\n"
-        return CudaSource(k, src, self.name, f"{self.name}_finish" if self.red else None, self.atomic_ok)
+        return CudaSource(k, src, self.name, f"{self.name}_finish" if self.red else None, self.atomic_ok,
+                          self.columns)
 
 
 def _check(d):
     _ctype(d)
     return d
+
+
+def _reads_across_rows(k: Kernel, split: int) -> bool:
+    """A reduction whose neighbouring rows are neighbours in memory while a row itself is strided
+    (a sum over a leading axis: bias gradients, `reduce_to` of a broadcast). A thread per row, the
+    threads of a warp on neighbouring rows, then reads coalesced; a warp or block per row would read
+    one element per 32-byte sector. Kernels with store outputs keep the row-major strategies, since
+    their stores (`out[m*cols + r]`) would become the strided side."""
+    if split == 0 or any(not o.reduce for o in k.outputs):
+        return False
+    read = [inp.pattern for inp in k.inputs if set(inp.pattern[split:]) != {"0"}]
+    return (bool(read) and all(p[split - 1] in "01" and p[-1] != "1" for p in read)
+            and any(p[split - 1] == "1" for p in read))
 
 
 # integer ops that may overflow: evaluated on unsigned operands so they wrap (defined behaviour) like numpy
@@ -649,19 +686,62 @@ def compile_with_nvcc(sources: Sequence[str], *, files: Sequence[str | os.PathLi
             raise RuntimeError(f"nvcc failed ({' '.join(cmd)}):\n{res.stderr}{res.stdout}")
 
 
-def compile_with_nvrtc(source: str, *, options: Sequence[str] = (), arch: str = "sm_90") -> bytes:
-    """Compile one rendered source with NVRTC to a cubin, as CuPy's RawModule does (no GPU needed).
+def nvrtc_options(index_bits: int = 32, fast_math: bool = False, arch: str = "sm_90") -> tuple[str, ...]:
+    """Every option NVRTC gets for one build, in the runtime and in the offline tests alike.
 
-    Needs CuPy and the NVRTC library (pip: nvidia-cuda-nvrtc); ImportError / OSError
-    when they are missing, RuntimeError with NVRTC's log when the source is rejected.
+    Subnormals are kept (-ftz=false) and division and square root are IEEE: numpy's results for
+    exp(x) at x in (-103.97, -87.34), log(sigmoid(x)) there, or 1/1e-40f. CuPy's RawModule cannot
+    give this (CuPy 14.2 appends -ftz=true after the caller's options and the last one wins), so
+    the runtime compiles with these options itself and loads the cubin with cupy.cuda.function.Module.
+    `arch`: sm_XX (cubin) or compute_XX (PTX, for a GPU newer than this NVRTC knows).
     """
-    from cupy_backends.cuda.libs import nvrtc   # lazy: only tests and tools call this
+    return (f"-arch={arch}", "--device-as-default-execution-space", "-ftz=false", "-prec-div=true",
+            "-prec-sqrt=true", "-fmad=true") + CudaSource.options(index_bits, fast_math)
+
+
+def nvrtc_arch(compute_capability: str | int, supported: Sequence[int]) -> str:
+    """The -arch value for a device of `compute_capability` ("90") given NVRTC's supported archs:
+    sm_XX (a cubin) when NVRTC knows the device, else compute_<newest known> (PTX the driver JITs)."""
+    cc = int(compute_capability)
+    known = sorted(int(a) for a in supported)
+    if not known:
+        raise RuntimeError("NVRTC reports no supported GPU architecture")
+    if cc in known:
+        return f"sm_{cc}"
+    if cc > known[-1]:
+        return f"compute_{known[-1]}"
+    raise RuntimeError(f"this NVRTC (architectures {known[0]}..{known[-1]}) cannot compile for a device "
+                       f"of compute capability {cc // 10}.{cc % 10}")
+
+
+def compile_with_nvrtc(source: str, *, options: Sequence[str] | None = None, ptx: bool = False) -> bytes:
+    """Compile one rendered source with NVRTC (no GPU needed); `options` default to `nvrtc_options()`.
+
+    Returns a cubin for an `-arch=sm_XX` build, PTX for `-arch=compute_XX` or when `ptx` is set.
+    The CUDA runtime compiles every kernel through this function. Needs CuPy and the NVRTC library
+    (pip: cupy-cuda13x[ctk]); ImportError / OSError when they are missing, RuntimeError with NVRTC's
+    log when the source is rejected.
+    """
+    from cupy_backends.cuda.libs import nvrtc   # lazy: only the CUDA runtime and tests call this
+    options = nvrtc_options() if options is None else tuple(options)
     prog = nvrtc.createProgram(source, "fastad_kernel.cu", [], [])
     try:
         try:
-            nvrtc.compileProgram(prog, [f"-arch={arch}", "--device-as-default-execution-space", *options])
+            nvrtc.compileProgram(prog, list(options))
         except nvrtc.NVRTCError as e:
             raise RuntimeError(f"NVRTC rejected the source ({e}):\n{nvrtc.getProgramLog(prog)}") from None
+        if ptx or not any(o.startswith("-arch=sm_") for o in options):
+            return nvrtc.getPTX(prog)
         return nvrtc.getCUBIN(prog)
     finally:
         nvrtc.destroyProgram(prog)
+
+
+def nvrtc_version() -> tuple[int, int]:
+    from cupy_backends.cuda.libs import nvrtc
+    return tuple(nvrtc.getVersion())
+
+
+def nvrtc_supported_archs() -> tuple[int, ...]:
+    from cupy_backends.cuda.libs import nvrtc
+    return tuple(nvrtc.getSupportedArchs())
