@@ -1,0 +1,86 @@
+"""fastad.distributed: collectives, gradients, DataParallel and fault handling, on 2 ranks over loopback.
+
+Each test launches `mpiexec -n 2` on a script in tests/distributed/ (the checks are batched into few
+launches: each costs 1-2 s of imports). Skipped, with the reason, when mpi4py or mpiexec is missing:
+install them with `pip install -e '.[test,distributed]'`.
+"""
+import importlib.util
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+HERE = pathlib.Path(__file__).parent
+ROOT = HERE.parent
+
+
+def _mpiexec():
+    beside = pathlib.Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+MPIEXEC = _mpiexec()
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None,
+                       reason="mpi4py is not installed (pip install -e '.[test,distributed]')"),
+    pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec found (pip install mpich, or a system MPI)"),
+]
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("FASTAD_DIST_DEBUG", None)
+    return env
+
+
+def _launch(script, *args, n=2, timeout=120):
+    """Run tests/distributed/<script> on n ranks; (return code, combined output, seconds)."""
+    cmd = [MPIEXEC, "-n", str(n), sys.executable, str(HERE / "distributed" / script), *args]
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return r.returncode, r.stdout + r.stderr, time.monotonic() - t0
+
+
+def test_every_collective_every_dtype_and_gradients_and_debug_mismatch():
+    rc, out, _ = _launch("collectives.py")
+    assert rc == 0, out[-6000:]
+    assert "rank 0: collectives ok" in out and "rank 1: collectives ok" in out
+
+
+def test_data_parallel_matches_one_process_and_stays_bit_identical():
+    rc, out, _ = _launch("data_parallel.py")
+    assert rc == 0, out[-6000:]
+    assert "rank 0: data parallel ok" in out and "rank 1: data parallel ok" in out
+
+
+def test_a_raising_rank_ends_the_job_with_its_error_shown():
+    rc, out, seconds = _launch("faults.py", "raise-one", timeout=60)
+    assert rc != 0 and "unreachable" not in out, out
+    assert "[rank 1] ValueError: boom on rank 1" in out, out
+    assert seconds < 30  # rank 0 waited with a 120 s timeout: the abort ended it
+
+
+def test_every_failing_rank_shows_its_error():
+    rc, out, _ = _launch("faults.py", "raise-both", timeout=60)
+    assert rc != 0, out
+    assert "[rank 0] RuntimeError: failure number 0" in out, out
+    assert "[rank 1] RuntimeError: failure number 1" in out, out
+
+
+def test_a_collective_times_out_and_ends_the_job():
+    rc, out, seconds = _launch("faults.py", "timeout", timeout=60)
+    assert rc != 0 and "unreachable" not in out, out
+    assert "CollectiveTimeoutError" in out and "did not complete within 1 s" in out, out
+    assert seconds < 30  # rank 1 sleeps for 120 s: the abort ended it
+
+
+def test_no_mpi_import_until_init_and_a_one_rank_job_without_mpiexec():
+    r = subprocess.run([sys.executable, str(HERE / "distributed" / "single_process.py")], env=_env(),
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0 and "single process ok" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+
