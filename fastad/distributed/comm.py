@@ -280,16 +280,24 @@ class Pending:
         return self._result
 
 
-def start(kind: str, x, spec: Spec) -> Pending:
-    """Begin collective `kind` on the array `x` (numpy: MPI, CuPy: NCCL). The input is only read."""
+def start(kind: str, x, spec: Spec, out=None) -> Pending:
+    """Begin collective `kind` on the array `x` (numpy: MPI, CuPy: NCCL). The input is only read.
+
+    `out`: a C-contiguous array of the result's shape and dtype to receive it
+    (DataParallel's buckets land in slices of one flat buffer); else a new one."""
     st = _require()
     if kind not in KINDS:
         raise ValueError(f"unknown collective {kind!r}")
+    if out is not None:
+        want = out_shape(kind, x.shape, st.size)
+        if out.shape != want or out.dtype != x.dtype or not out.flags.c_contiguous or x.dtype == np.bool_:
+            raise ValueError(f"{kind}: out must be a C-contiguous {x.dtype}{list(want)} array, got "
+                             f"{out.dtype}{list(out.shape)}")
     if st.debug:
         _check_agreement(st, kind, x.shape, x.dtype, spec)
     if isinstance(x, np.ndarray):
-        return _start_mpi(st, kind, x, spec)
-    return _start_nccl(st, kind, x, spec)
+        return _start_mpi(st, kind, x, spec, out)
+    return _start_nccl(st, kind, x, spec, out)
 
 
 def execute(kind: str, x, spec: Spec):
@@ -304,7 +312,7 @@ def _mean(size):
     return finish
 
 
-def _start_mpi(st: _State, kind: str, x: np.ndarray, spec: Spec) -> Pending:
+def _start_mpi(st: _State, kind: str, x: np.ndarray, spec: Spec, out=None) -> Pending:
     MPI, comm = st.MPI, st.comm
     x = np.ascontiguousarray(x)  # a no-op for a computed buffer; views of one are gathered once
     what = _describe(kind, x, spec)
@@ -314,7 +322,8 @@ def _start_mpi(st: _State, kind: str, x: np.ndarray, spec: Spec) -> Pending:
             raise TypeError(f"{kind}: bool tensors can be moved, not reduced")
         x = x.view(np.uint8)  # MPI moves bytes; the result is read back as bool
         finish = _as_bool
-    out = np.empty(out_shape(kind, x.shape, st.size), x.dtype)
+    if out is None:
+        out = np.empty(out_shape(kind, x.shape, st.size), x.dtype)
     op = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN, None: None}[spec.op]
     if kind == "all_reduce":
         req = comm.Iallreduce(x, out, op)
@@ -410,14 +419,15 @@ def _nccl_type(nccl, dtype, reducing: bool):
     raise TypeError(f"NCCL cannot reduce {name} (it has no {name} type); cast first")
 
 
-def _start_nccl(st: _State, kind: str, x, spec: Spec) -> Pending:
+def _start_nccl(st: _State, kind: str, x, spec: Spec, out=None) -> Pending:
     import cupy
     from cupy.cuda import nccl
     if st.nccl is None:
         raise DistributedError(f"a CUDA tensor needs init(device='cuda') (this rank runs on {st.device})")
     with cupy.cuda.Device(x.device.id):
         x = cupy.ascontiguousarray(x)
-        out = cupy.empty(out_shape(kind, x.shape, st.size), x.dtype)
+        if out is None:
+            out = cupy.empty(out_shape(kind, x.shape, st.size), x.dtype)
         reducing = spec.op is not None
         if reducing and spec.op in ("max", "min") and x.dtype.kind == "c":
             raise TypeError("max/min are not defined for complex numbers")

@@ -40,15 +40,16 @@ from .comm import DistributedError, Spec
 __all__ = ["DataParallel"]
 
 
-class _Bucket:
-    """Parameters sharing a dtype and device, laid end to end in one flat buffer."""
+class _Layout:
+    """Parameters of one dtype and device laid end to end: the flat gradient buffer's layout.
+    With an optimizer these are its flat buckets, so its update reads the reduced buffer as it is."""
 
     def __init__(self, params):
-        self.params = params
-        self.dtype, self.device = params[0].dtype, params[0].device
-        self.shapes = [p.shape for p in params]
-        self.offsets = list(np.cumsum([0] + [p.size for p in params[:-1]]))
-        self.numel = sum(p.size for p in params)
+        self.params = list(params)
+        self.dtype, self.device = self.params[0].dtype, self.params[0].device
+        self.shapes = [p.shape for p in self.params]
+        self.offsets = [int(o) for o in np.cumsum([0] + [p.size for p in self.params])]
+        self.numel = self.offsets[-1]
         self.flat_grad = None   # the averaged flat gradient of the last step (a Tensor)
 
     def gather(self, nodes) -> Node:
@@ -58,12 +59,18 @@ class _Bucket:
 
     def views(self, buf) -> list:
         """Each parameter's slice of the flat buffer `buf`, as computed nodes (views, no copy)."""
-        out = []
-        for off, shape in zip(self.offsets, self.shapes):
-            size = int(np.prod(shape, dtype=np.int64))
-            out.append(Node("buffer", (), tuple(shape), self.dtype, self.device,
-                            buffer=buf[int(off):int(off) + size].reshape(shape)))
-        return out
+        return [Node("buffer", (), tuple(shape), self.dtype, self.device,
+                     buffer=buf[lo:hi].reshape(shape))
+                for shape, lo, hi in zip(self.shapes, self.offsets, self.offsets[1:])]
+
+
+class _Bucket:
+    """A run of consecutive parameters `lo..hi` of one layout: the unit of one all-reduce."""
+
+    def __init__(self, layout: _Layout, lo: int, hi: int):
+        self.layout, self.lo, self.hi = layout, lo, hi
+        self.params = layout.params[lo:hi]
+        self.start, self.stop = layout.offsets[lo], layout.offsets[hi]
 
 
 def _parameters(module) -> list:
@@ -84,18 +91,32 @@ def _parameters(module) -> list:
     return out
 
 
-def _buckets(params, bucket_bytes) -> list:
-    """Reverse parameter order (backward's order), one dtype/device per bucket, at most bucket_bytes."""
-    buckets, current, size = [], [], 0
-    for p in reversed(params):
-        nbytes = p.size * p.dtype.itemsize
-        if current and ((p.dtype, p.device) != (current[0].dtype, current[0].device)
-                        or size + nbytes > bucket_bytes):
-            buckets.append(_Bucket(current))
-            current, size = [], 0
-        current.append(p)
-        size += nbytes
-    buckets.append(_Bucket(current))
+def _layouts(params, optimizer) -> list:
+    """The optimizer's flat buckets (every parameter must be in them), else one per dtype and device."""
+    if optimizer is not None:
+        layouts = [_Layout(b.params) for gi in range(len(optimizer.param_groups)) for b in optimizer.buckets(gi)]
+        covered = {id(p) for lay in layouts for p in lay.params}
+        if covered != {id(p) for p in params}:
+            raise ValueError("DataParallel: the optimizer must hold exactly the model's parameters")
+        return layouts
+    groups: dict = {}
+    for p in params:
+        groups.setdefault((p.dtype, p.device), []).append(p)
+    return [_Layout(ps) for ps in groups.values()]
+
+
+def _buckets(layouts, bucket_bytes) -> list:
+    """Runs of at most bucket_bytes, the last parameters first: backward produces their gradients first."""
+    buckets = []
+    for lay in reversed(layouts):
+        hi, size = len(lay.params), 0
+        for i in range(len(lay.params) - 1, -1, -1):
+            nbytes = lay.params[i].size * lay.dtype.itemsize
+            if size and size + nbytes > bucket_bytes:
+                buckets.append(_Bucket(lay, i + 1, hi))
+                hi, size = i + 1, 0
+            size += nbytes
+        buckets.append(_Bucket(lay, 0, hi))
     return buckets
 
 
@@ -109,20 +130,24 @@ def _array(node: Node):
 class DataParallel:
     """Wrap `module` (anything with `.parameters()`, or a list of parameter tensors) for data parallelism.
 
-    `bucket_mb`: the size of one gradient bucket in MiB; `root`: the rank whose
-    parameters every rank starts from; `timeout`: seconds per all-reduce
-    (default: `init`'s). Calling the wrapper calls the module; other
-    attributes are the module's.
+    `optimizer`: a `fastad.optim` optimizer over the same parameters; the
+    gradient buffers then follow its flat buckets and `step()` hands them to
+    it as they are. `bucket_mb`: the most MiB one all-reduce carries; `root`:
+    the rank whose parameters every rank starts from; `timeout`: seconds per
+    collective (default: `init`'s). Calling the wrapper calls the module;
+    other attributes are the module's.
     """
 
-    def __init__(self, module, *, bucket_mb: float = 25.0, root: int = 0, timeout: float | None = None):
+    def __init__(self, module, optimizer=None, *, bucket_mb: float = 25.0, root: int = 0,
+                 timeout: float | None = None):
         st = comm._require()
         if not bucket_mb > 0:
             raise ValueError(f"DataParallel: bucket_mb must be positive, got {bucket_mb}")
-        self.module = module
+        self.module, self.optimizer = module, optimizer
         self.params = _parameters(module)
         self._ids = {id(p) for p in self.params}
-        self.buckets = _buckets(self.params, int(bucket_mb * 2 ** 20))
+        self.layouts = _layouts(self.params, optimizer)
+        self.buckets = _buckets(self.layouts, int(bucket_mb * 2 ** 20))
         self.timeout = st.timeout if timeout is None else float(timeout)
         self.broadcast_parameters(root)
 
@@ -139,25 +164,26 @@ class DataParallel:
 
     @property
     def flat_grads(self) -> list:
-        """The averaged flat gradient of each bucket from the last step (parameters' grads are views of them)."""
-        return [b.flat_grad for b in self.buckets]
+        """The averaged flat gradient of each layout from the last step (the parameters' grads view them)."""
+        return [lay.flat_grad for lay in self.layouts]
 
     # ---- the step ------------------------------------------------------------
     def broadcast_parameters(self, root: int = 0) -> None:
-        """Give every rank the root's parameter values (one broadcast per bucket)."""
-        for b in self.buckets:
-            flat = b.gather([p._node for p in b.params])
+        """Give every rank the root's parameter values (one broadcast per layout)."""
+        for lay in self.layouts:
+            flat = lay.gather([p._node for p in lay.params])
             realize([flat])
             out = comm.execute("broadcast", _array(flat), Spec(root=root, timeout=self.timeout))
-            profile.record_launch("dist_broadcast", b.device, b.numel, kind="library")
+            profile.record_launch("dist_broadcast", lay.device, lay.numel, kind="library")
             with no_grad():
-                for p, view in zip(b.params, b.views(out)):
+                for p, view in zip(lay.params, lay.views(out)):
                     p.copy_(Tensor(view))
 
     def backward(self, loss: Tensor, retain_graph: bool = False) -> None:
         """`loss.backward()`, with every parameter's gradient averaged over the ranks.
 
         Non-parameter leaves get their local gradient, as with `Tensor.backward`.
+        A parameter the loss does not reach counts as a zero gradient.
         """
         if not isinstance(loss, Tensor) or loss.size != 1:
             raise ValueError("DataParallel.backward: the loss must be a one-element Tensor")
@@ -175,35 +201,52 @@ class DataParallel:
 
         seed = const(1, loss.shape, loss.dtype, loss.device)
         run_backward([loss], [seed], sink, retain_graph=bool(retain_graph))
-        per_bucket = [[grads[id(p)] if id(p) in grads else const(0, p.shape, p.dtype, p.device)
-                       for p in b.params] for b in self.buckets]
-        self._reduce(per_bucket, [loss._node] + others)
+        self._reduce(lambda p: grads.get(id(p)), [loss._node] + others)
 
     def sync_gradients(self) -> None:
-        """Average the `.grad` of every parameter over the ranks (after a plain `loss.backward()`);
-        a parameter without a gradient counts as zeros."""
-        per_bucket = [[p.grad._node if p.grad is not None else const(0, p.shape, p.dtype, p.device)
-                       for p in b.params] for b in self.buckets]
-        for b in self.buckets:
-            for p in b.params:
-                p.grad = None
-        self._reduce(per_bucket, [])
+        """Average every parameter's `.grad` over the ranks, after a plain `loss.backward()`."""
+        self._reduce(lambda p: None if p.grad is None else p.grad._node, [])
 
-    def _reduce(self, per_bucket, first: list) -> None:
-        """Realize each bucket's flat gradient in turn and start its all-reduce at once; then wait."""
+    def step(self):
+        """`optimizer.step()` on the averaged flat gradients, read in place (no gather)."""
+        if self.optimizer is None:
+            raise RuntimeError("DataParallel.step needs DataParallel(module, optimizer)")
+        flat, k = {}, 0
+        for gi in range(len(self.optimizer.param_groups)):
+            n = len(self.optimizer.buckets(gi))
+            flat[gi] = [lay.flat_grad for lay in self.layouts[k:k + n]]
+            k += n
+        return self.optimizer.step(flat_grads=flat)
+
+    def _reduce(self, grad_of, first: list) -> None:
+        """Realize each bucket's flat gradient in turn and start its all-reduce at once, into its slice
+        of the layout's flat buffer; then wait for all and point each parameter's grad at its slice."""
+        outs = {id(lay): _empty(lay) for lay in self.layouts}
         pending = []
-        for k, (b, nodes) in enumerate(zip(self.buckets, per_bucket)):
-            flat = b.gather(nodes)
+        for k, b in enumerate(self.buckets):
+            lay = b.layout
+            nodes = []
+            for p in b.params:
+                g = grad_of(p)
+                if g is None:
+                    g = const(0, p.shape, p.dtype, p.device)
+                elif g.dtype is not lay.dtype:
+                    g = apply("cast", g, arg=lay.dtype)
+                nodes.append(g)
+            flat = lay.gather(nodes)
             realize([flat] + (first if k == 0 else []))
-            pending.append(comm.start("all_reduce", _array(flat), Spec(op="mean", timeout=self.timeout)))
-            profile.record_launch("dist_all_reduce", b.device, b.numel, kind="library")
+            out = outs[id(lay)][b.start:b.stop]
+            pending.append(comm.start("all_reduce", _array(flat), Spec(op="mean", timeout=self.timeout), out=out))
+            profile.record_launch("dist_all_reduce", lay.device, b.stop - b.start, kind="library")
             for q in pending:
                 q.test()  # MPI moves data only inside its calls
-        for b, q in zip(self.buckets, pending):
-            out = q.wait()
-            b.flat_grad = Tensor(Node("buffer", (), out.shape, b.dtype, b.device, buffer=out))
-            for p, view in zip(b.params, b.views(out)):
-                p.grad = Tensor(view) if p.grad is None else Tensor(apply("add", p.grad._node, view))
+        for q in pending:
+            q.wait()
+        for lay in self.layouts:
+            buf = outs[id(lay)]
+            lay.flat_grad = Tensor(Node("buffer", (), buf.shape, lay.dtype, lay.device, buffer=buf))
+            for p, view in zip(lay.params, lay.views(buf)):
+                p.grad = Tensor(view)
 
     # ---- checks ----------------------------------------------------------------
     def check_synchronized(self) -> None:
@@ -214,6 +257,14 @@ class DataParallel:
         if differ:
             names = ", ".join(f"#{i} {self.params[i].dtype.name}{list(self.params[i].shape)}" for i in differ)
             raise DistributedError(f"parameters differ across ranks (rank {comm.rank()}): {names}")
+
+
+def _empty(lay: _Layout):
+    xp = backend_for(lay.device).xp
+    if lay.device.type == "cpu":
+        return np.empty(lay.numel, lay.dtype.np)
+    with xp.cuda.Device(lay.device.index):
+        return xp.empty(lay.numel, lay.dtype.np)
 
 
 def _digest(p: Tensor) -> int:
