@@ -10,10 +10,13 @@ A Backend provides:
   run_kernel(kernel, shape, inputs, scalars, device) -> list of output buffers
   run_library(op, arg, inputs, device) -> buffer   matmul, embed, concat (never fused)
   xp                                       the array module of its buffers (numpy, cupy)
+  device_scope(device) (optional)          context making `device` current for xp's allocations
 """
 from __future__ import annotations
 
-__all__ = ["backend_for"]
+import contextlib
+
+__all__ = ["backend_for", "device_scope"]
 
 _backends: dict = {}
 
@@ -30,3 +33,11 @@ def backend_for(device):
             b = CudaBackend()
         _backends[device.type] = b
     return b
+
+
+def device_scope(device):
+    """A context in which `xp` allocations and copies land on `device` (CuPy allocates on its
+    current device, whatever device the inputs live on); nothing to do where a backend has no
+    notion of a current device."""
+    scope = getattr(backend_for(device), "device_scope", None)
+    return contextlib.nullcontext() if scope is None else scope(device)
