@@ -7,8 +7,10 @@ op-table entries in `collectives.py`, `DataParallel`) goes through `start`.
 * CPU buffers (numpy) go through mpi4py's buffer interface: MPI reads the
   input array in place and writes into a fresh output array, so nothing is
   copied on the way (a non-contiguous view is made contiguous first).
-* CUDA buffers (CuPy) go through NCCL (`cupy.cuda.nccl`) on the current
-  stream. The NCCL communicator is bootstrapped through MPI in `init`: rank 0
+* CUDA buffers (CuPy) go through NCCL (`cupy.cuda.nccl`) on a stream of its
+  own, after the work already queued on the current stream, so kernels
+  queued later run alongside the transfer; `wait` makes the current stream
+  wait for it. The NCCL communicator is bootstrapped through MPI in `init`: rank 0
   makes the unique id and broadcasts it, each rank takes GPU
   `local_rank % device_count`.
 * Every collective is non-blocking underneath and is waited for with a
@@ -71,6 +73,7 @@ class _State:
         self.local_rank, self.local_size = local_rank, local_size
         self.device, self.timeout, self.debug = device, timeout, debug
         self.nccl = None          # cupy.cuda.nccl.NcclCommunicator on CUDA
+        self.nccl_stream = None   # the stream NCCL runs on
         self.broken = False       # a collective timed out: its request can't be cancelled
 
 
@@ -255,10 +258,11 @@ def out_shape(kind: str, shape: tuple, size: int) -> tuple:
 class Pending:
     """A collective in flight: `wait()` returns its result (a fresh buffer) once every rank took part."""
 
-    __slots__ = ("_st", "_req", "_event", "_out", "_what", "_timeout", "_finish", "_result")
+    __slots__ = ("_st", "_req", "_event", "_out", "_send", "_what", "_timeout", "_finish", "_result")
 
-    def __init__(self, st, req, event, out, what, timeout, finish):
+    def __init__(self, st, req, event, out, send, what, timeout, finish):
         self._st, self._req, self._event, self._out = st, req, event, out
+        self._send = send  # the input stays alive (and unchanged) until the collective completes
         self._what, self._timeout, self._finish, self._result = what, timeout, finish, None
 
     def test(self) -> bool:
@@ -276,7 +280,7 @@ class Pending:
             out = self._out
             if self._finish is not None:
                 out = self._finish(out)
-            self._result, self._out, self._req, self._event = out, None, None, None
+            self._result, self._out, self._req, self._event, self._send = out, None, None, None, None
         return self._result
 
 
@@ -341,7 +345,7 @@ def _start_mpi(st: _State, kind: str, x: np.ndarray, spec: Spec, out=None) -> Pe
         req = comm.Iallgather(x, out)
     else:
         req = comm.Ireduce_scatter_block(x, out, op)
-    return Pending(st, req, None, out, what, spec.timeout, finish)
+    return Pending(st, req, None, out, x, what, spec.timeout, finish)
 
 
 def _as_bool(out):
@@ -434,7 +438,10 @@ def _start_nccl(st: _State, kind: str, x, spec: Spec, out=None) -> Pending:
         dtype, per = _nccl_type(nccl, x.dtype, reducing)
         op = {"sum": nccl.NCCL_SUM, "mean": nccl.NCCL_SUM, "max": nccl.NCCL_MAX,
               "min": nccl.NCCL_MIN, None: None}[spec.op]
-        stream = cupy.cuda.get_current_stream()
+        if st.nccl_stream is None:
+            st.nccl_stream = cupy.cuda.Stream(non_blocking=True)
+        stream = st.nccl_stream
+        stream.wait_event(cupy.cuda.get_current_stream().record())  # the input is computed
         s, n, c = stream.ptr, x.size * per, st.nccl
         if kind == "all_reduce":
             c.allReduce(x.data.ptr, out.data.ptr, n, dtype, op, s)
@@ -443,20 +450,25 @@ def _start_nccl(st: _State, kind: str, x, spec: Spec, out=None) -> Pending:
         elif kind == "reduce":
             c.reduce(x.data.ptr, out.data.ptr, n, dtype, op, spec.root, s)
             if st.rank != spec.root:
-                out.fill(0)  # queued after the reduce on the same stream
+                with stream:
+                    out.fill(0)  # queued after the reduce on the same stream
         elif kind == "all_gather":
             c.allGather(x.data.ptr, out.data.ptr, n, dtype, s)
         else:
             c.reduceScatter(x.data.ptr, out.data.ptr, out.size * per, dtype, op, s)
         event = stream.record()
     finish = _mean(st.size) if spec.op == "mean" else None
-    return Pending(st, None, event, out, _describe(kind, x, spec), spec.timeout, finish)
+    return Pending(st, None, event, out, x, _describe(kind, x, spec), spec.timeout, finish)
 
 
 def _wait_cuda(st: _State, event, what: str, timeout: float) -> None:
+    """Host-side wait with a deadline (a hung NCCL kernel never completes), then order the current
+    stream after the collective."""
+    import cupy
     deadline = time.monotonic() + timeout
     while not event.done:
         if time.monotonic() > deadline:
             st.nccl.abort()  # frees the GPU from the stuck kernel
             _timed_out(st, what, timeout)
         time.sleep(20e-6)
+    cupy.cuda.get_current_stream().wait_event(event)
