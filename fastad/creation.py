@@ -1,6 +1,8 @@
 """creation: functions that make tensors (tensor, asarray, zeros, arange, eye, rand, ...).
 
-Start at `asarray`. Data is copied into a buffer on the requested device;
+Start at `asarray`. Data is copied into a buffer on the requested device
+(with `copy=False`, a numpy array that needs no conversion is shared instead:
+the tensor then sees the caller's later writes, as that API promises);
 `zeros`, `ones`, `full` and `empty` make constant nodes that take no memory
 until something needs their elements. Every function takes `dtype=`,
 `device=` and `requires_grad=`.
@@ -17,7 +19,7 @@ from . import dtypes as dt
 from .device import to_device
 from .graph import Node
 from .ops import const
-from .tensor import Tensor
+from .tensor import Tensor, _fresh
 
 __all__ = ["tensor", "asarray", "from_numpy", "zeros", "ones", "full", "empty", "zeros_like",
            "ones_like", "full_like", "empty_like", "arange", "linspace", "eye", "from_dlpack"]
@@ -33,12 +35,15 @@ def _finish(node: Node, requires_grad: bool) -> Tensor:
     return t
 
 
-def buffer_node(array: np.ndarray, device) -> Node:
-    """A computed node holding `array` (copied to `device` when that is not the CPU)."""
+def buffer_node(array: np.ndarray, device, shared: bool = False) -> Node:
+    """A computed node holding `array` (copied to `device` when that is not the CPU).
+    `shared`: the caller's memory must be used as it is (asarray(copy=False))."""
     device = to_device(device)
+    if shared and device.type != "cpu":
+        raise ValueError(f"asarray(copy=False): host memory can't be shared with {device}; a copy is needed")
     dtype = dt.to_dtype(array.dtype)
     if device.type == "cpu":
-        buf = array
+        buf = contiguous(array)  # kernels read buffers as C-contiguous
     else:
         from .runtime import backend_for
         buf = backend_for(device).from_numpy(contiguous(array), device)
@@ -74,25 +79,42 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None, requires_grad=False) 
     """A tensor from a Python scalar, (nested) list, numpy array, DLPack object or fastad tensor."""
     if isinstance(obj, Tensor):
         out = obj
-        if dtype is not None:
+        if dtype is not None and dt.to_dtype(dtype) is not out.dtype:
+            if copy is False:
+                raise ValueError(f"asarray(copy=False): converting {out.dtype.name} to "
+                                 f"{dt.to_dtype(dtype).name} needs a copy")
             out = out.astype(dtype)
-        if device is not None:
+        if device is not None and to_device(device) != out.device:
+            if copy is False:
+                raise ValueError(f"asarray(copy=False): moving to {to_device(device)} needs a copy")
             out = out.to(device)
-        if copy:
-            out = out.clone()
+        if out is obj:  # always a new tensor; with copy=True one with a buffer of its own
+            out = out.clone() if copy else _fresh(out)
         if requires_grad:
             out.requires_grad_(True)
         return out
     if not isinstance(obj, (np.ndarray, np.generic, list, tuple, numbers.Number)) and hasattr(obj, "__dlpack__"):
         return from_dlpack(obj, device=device, copy=copy)
-    if copy is False and not isinstance(obj, np.ndarray):
-        raise ValueError("asarray(copy=False): a copy is needed for this input")
+    if copy is False:
+        return _finish(buffer_node(_shared_array(obj, dtype), device, shared=True), requires_grad)
     arr = _host_array(obj, dtype)
-    if copy is False and not np.shares_memory(arr, obj):
-        raise ValueError("asarray(copy=False): a copy is needed for this input")
-    if copy is not False and isinstance(obj, np.ndarray) and np.shares_memory(arr, obj):
+    if isinstance(obj, np.ndarray) and np.shares_memory(arr, obj):
         arr = arr.copy()  # later writes to the caller's array must not change a lazy graph
     return _finish(buffer_node(arr, device), requires_grad)
+
+
+def _shared_array(obj, dtype) -> np.ndarray:
+    """`obj` itself as a buffer (asarray(copy=False)), or a ValueError saying why a copy is needed."""
+    if not isinstance(obj, np.ndarray):
+        raise ValueError(f"asarray(copy=False): a {type(obj).__name__} must be copied into a tensor")
+    if dtype is not None and np.dtype(dt.to_dtype(dtype).np) != obj.dtype:
+        raise ValueError(f"asarray(copy=False): converting {obj.dtype} to {dt.to_dtype(dtype).name} needs a copy")
+    dt.to_dtype(obj.dtype)  # unsupported dtypes fail here with a clear message
+    if not obj.flags.c_contiguous:
+        raise ValueError("asarray(copy=False): the array is not C-contiguous, so a copy is needed")
+    view = obj.view()
+    view.flags.writeable = False  # nobody writes through the tensor; the caller's array stays writable
+    return view
 
 
 def tensor(data, *, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -113,12 +135,10 @@ def from_dlpack(x, /, *, device=None, copy=None) -> Tensor:
         arr = np.from_dlpack(x)
         node = buffer_node(arr.copy() if copy else arr, "cpu")
     elif int(kind) == 2:  # kDLCUDA
-        import cupy
-        with cupy.cuda.Device(index):
-            arr = cupy.from_dlpack(x)
+        from .runtime.cuda import import_dlpack
+        arr = import_dlpack(x, index, copy)   # C-contiguous on cuda:index: kernels get a pointer, not strides
         dev = to_device(f"cuda:{index}")
-        node = Node("buffer", (), tuple(arr.shape), dt.to_dtype(arr.dtype.name), dev,
-                    buffer=arr.copy() if copy else arr)
+        node = Node("buffer", (), tuple(arr.shape), dt.to_dtype(arr.dtype.name), dev, buffer=arr)
     else:
         raise ValueError(f"from_dlpack: unsupported device type {kind}")
     t = Tensor(node)

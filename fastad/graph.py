@@ -6,6 +6,11 @@ mutable part is the result: once the runtime computes a node it stores the
 buffer in `node.buffer` and drops the sources (`Node.settle`), so the graph
 behind a computed value is freed and never recomputed.
 
+Buffers are immutable: a host buffer is made read-only when it is stored on a
+node (`freeze`). That is the aliasing rule's foundation (docs/ARCHITECTURE.md,
+"Aliasing"): two tensors may share a buffer, but nobody can write through it,
+so no write can ever change a value that was computed, or is pending, from it.
+
 `explain(nodes)` prints a graph, one line per node, in topological order.
 """
 from __future__ import annotations
@@ -13,7 +18,15 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-__all__ = ["Node", "toposort", "explain_lines"]
+__all__ = ["Node", "toposort", "explain_lines", "freeze"]
+
+
+def freeze(buffer):
+    """`buffer` made read-only when it is a host (numpy) array; device arrays have no such flag."""
+    flags = getattr(buffer, "flags", None)
+    if flags is not None and getattr(flags, "writeable", False):
+        flags.writeable = False
+    return buffer
 
 
 class Node:
@@ -28,7 +41,7 @@ class Node:
         self.dtype = dtype      # fastad.dtypes.DType
         self.device = device    # fastad.device.Device
         self.arg = arg          # hashable static attribute (axes, shape, value of a const, ...)
-        self.buffer = buffer    # the computed value (numpy or cupy array), once known
+        self.buffer = buffer if buffer is None else freeze(buffer)  # the value, once known
 
     @property
     def ndim(self) -> int:
@@ -44,7 +57,7 @@ class Node:
 
     def settle(self, buffer) -> None:
         """Record the computed value and release the recipe that produced it."""
-        self.buffer = buffer
+        self.buffer = freeze(buffer)
         if self.op != "const":
             self.op, self.srcs, self.arg = "buffer", (), None
 

@@ -223,6 +223,9 @@ def _cast_vjp(c, g):
 
 defop("cast", ELEMENTWISE, 1, out="arg", ref=lambda x, arg: x.astype(arg.np),
       expr="cast({0})", vjp=_cast_vjp)
+# copy: the same value in a buffer of its own (clone, copy=True); never folded into its source
+defop("copy", ELEMENTWISE, 1, ref=lambda x, arg: np.array(x, copy=True), expr="{0}",
+      vjp=lambda c, g: (g,))
 
 
 # ---------------------------------------------------------------------------

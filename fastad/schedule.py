@@ -34,7 +34,7 @@ from .kernel_ir import Input, Kernel, Output, Stmt
 from .ops import ELEMENTWISE, LIBRARY, MATMUL, MOVEMENT, OPS, REDUCE
 from . import profiling as profile
 from .config import settings
-from .runtime import backend_for
+from .runtime import backend_for, device_scope
 from .runtime.reference import evaluate
 
 __all__ = ["plan", "run", "describe_plan", "View"]
@@ -393,6 +393,11 @@ def run(outputs: list[Node], order: list[Node] | None = None) -> None:
         for node, value in zip(outputs, evaluate(outputs, xp, order)):
             node.settle(contiguous(value))
         return
+    with device_scope(outputs[0].device):   # CuPy allocates views and constants on its current device
+        _run_steps(backend, xp, outputs, order)
+
+
+def _run_steps(backend, xp, outputs: list[Node], order) -> None:
     for step in _cached_plan(outputs, order):
         if isinstance(step, LibraryStep):
             n = step.node

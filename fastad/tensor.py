@@ -20,6 +20,7 @@ from . import dtypes as dt
 from .autodiff import GradFn, is_grad_enabled, no_grad
 from .device import Device
 from .errors import AxisError
+from .graph import freeze
 from .ops import OPS, apply, const
 from .realize import mark_dirty, realize
 
@@ -94,22 +95,28 @@ class Tensor:
 
     # ---- values -----------------------------------------------------------
     def numpy(self) -> np.ndarray:
-        """The value as a numpy array (copied to the host for a CUDA tensor)."""
+        """The value as a read-only numpy array (copied to the host for a CUDA tensor).
+
+        Read-only on every device and for every tensor: buffers are immutable, so a
+        write through the result can never change this tensor or any value computed,
+        or still pending, from it. `np.array(t)` (or `t.numpy().copy()`) gives a
+        writable copy."""
         from .runtime import backend_for
         realize([self._node])
         buf = self._node.buffer
-        if buf is None:  # a constant: materialise it
-            buf = np.full(self.shape, self._node.arg, self.dtype.np)
-            return buf
+        if buf is None:  # a constant: one element broadcast (read-only, no memory per element)
+            return np.broadcast_to(np.asarray(self._node.arg, self.dtype.np), self.shape)
         if self.device.type != "cpu":
-            return backend_for(self.device).to_numpy(buf)
+            return freeze(backend_for(self.device).to_numpy(buf))
         return buf
 
     def __array__(self, dtype=None, copy=None):
         a = self.numpy()
-        if copy:
-            a = a.copy()
-        return a if dtype is None else a.astype(dtype)
+        if dtype is not None and np.dtype(dtype) != a.dtype:
+            if copy is False:
+                raise ValueError(f"__array__(copy=False): converting {a.dtype} to {np.dtype(dtype)} needs a copy")
+            return a.astype(dtype)
+        return np.array(a) if copy else a
 
     def item(self):
         if self.size != 1:
@@ -164,13 +171,15 @@ class Tensor:
         if isinstance(device, (dt.DType, type)) and dtype is None:
             device, dtype = None, device
         if dtype is not None:
-            out = astype(out, dtype)
+            out = _cast(out, dtype)
         if device is not None and Device(device) != out.device:
             out = _apply("copy_to", out, arg=Device(device))
         return out
 
     def to_device(self, device, /, *, stream=None) -> "Tensor":
-        return self.to(device)
+        """A new tensor on `device` (the array API's method; `.to` returns self when nothing changes)."""
+        out = self.to(device)
+        return _fresh(out) if out is self else out
 
     def cpu(self) -> "Tensor":
         return self.to("cpu")
@@ -179,9 +188,36 @@ class Tensor:
         return self.to(f"cuda:{index}")
 
     def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """Array API export: copy=True always copies, copy=False never (BufferError where it would
+        have to); dl_device=(1, 0) exports a CUDA tensor through a host copy."""
+        from .runtime import device_scope
         realize([self._node])
-        buf = self._node.buffer if self._node.buffer is not None else self.numpy()
-        return buf.__dlpack__() if stream is None else buf.__dlpack__(stream=stream)
+        buf = self._node.buffer
+        if dl_device is not None and tuple(int(v) for v in dl_device) != self.__dlpack_device__():
+            if copy is False or int(dl_device[0]) != 1:
+                raise BufferError(f"__dlpack__: cannot export a tensor on {self.device} to DLPack device "
+                                  f"{tuple(dl_device)}{' without a copy' if copy is False else ''}")
+            buf, stream = self.numpy(), None          # a fresh host copy
+        elif buf is None:                             # a constant: no memory to share yet
+            if copy is False:
+                raise BufferError("__dlpack__(copy=False): this tensor has no memory to share (a constant)")
+            buf = np.array(self.numpy())
+        elif copy:
+            with device_scope(self.device):
+                buf = buf.copy()
+        elif not getattr(buf.flags, "writeable", True) and (max_version is None or tuple(max_version) < (1, 0)):
+            # buffers are immutable: a consumer that can't be told "read-only" (DLPack < 1.0) gets a copy
+            if copy is False:
+                raise BufferError("__dlpack__(copy=False): sharing this read-only buffer needs DLPack 1.0 "
+                                  "(max_version >= (1, 0)), which can mark it read-only")
+            buf = np.array(buf)
+        kw = {} if stream is None else {"stream": stream}
+        if max_version is not None:
+            try:
+                return buf.__dlpack__(max_version=max_version, **kw)
+            except TypeError:                         # a producer older than DLPack 1.0
+                pass
+        return buf.__dlpack__(**kw)
 
     def __dlpack_device__(self):
         return (1, 0) if self.device.type == "cpu" else (2, self.device.index)
@@ -263,7 +299,7 @@ class Tensor:
                 if not self.dtype.is_floating:
                     raise TypeError(f"in-place {name}: result type {out.dtype.name} can't be cast to "
                                     f"{self.dtype.name}")
-                out = astype(out, self.dtype)
+                out = _cast(out, self.dtype)
             self._node, self._ctx = out._node, out._ctx
             return self
         with no_grad():
@@ -289,7 +325,7 @@ class Tensor:
     def copy_(self, other):
         other = _as_tensor(other, self)
         with no_grad():
-            node = broadcast_to(other, self.shape)._node
+            node = _broadcast(other, self.shape)._node
         return self._assign(node, "copy_")
 
     # ---- operators --------------------------------------------------------
@@ -310,7 +346,7 @@ class Tensor:
     __matmul__ = lambda a, b: matmul(a, b)
     __rmatmul__ = lambda a, b: matmul(b, a)
     __neg__ = lambda a: negative(a)
-    __pos__ = lambda a: a
+    __pos__ = lambda a: positive(a)
     __abs__ = lambda a: abs(a)
     __invert__ = lambda a: logical_not(a) if a.dtype is dt.bool else _type_error("~", a)
     __lt__ = lambda a, b: _binary("lt", a, b)
@@ -371,16 +407,17 @@ class Tensor:
         return astype(self, dtype)
 
     def float(self):
-        return astype(self, dt.float32)
+        return _cast(self, dt.float32)
 
     def double(self):
-        return astype(self, dt.float64)
+        return _cast(self, dt.float64)
 
     def flatten(self):
         return reshape(self, (-1,))
 
     def clone(self):
-        return _apply("reshape", self, arg=self.shape)
+        """A copy with a buffer of its own; gradients flow back to `self` (PyTorch's clone)."""
+        return _apply("copy", self)
 
 
 def _type_error(op, *xs):
@@ -410,6 +447,14 @@ def _apply(name: str, *inputs: Tensor, arg=None) -> Tensor:
     return Tensor(node)
 
 
+def _fresh(x: Tensor) -> Tensor:
+    """A new tensor with `x`'s value (sharing its immutable buffer) and a gradient path to `x`.
+
+    The aliasing rule says every function returns a new tensor: an in-place update
+    of the result must rebind only the result, never the input it was made from."""
+    return _apply("reshape", x, arg=x.shape)
+
+
 def _as_tensor(x, like: Tensor) -> Tensor:
     """Tensors pass through; Python scalars become weakly typed constants on `like`'s device."""
     if isinstance(x, Tensor):
@@ -435,7 +480,13 @@ def broadcast_shapes(*shapes, op="broadcast") -> tuple:
     return tuple(out)
 
 
-def broadcast_to(x: Tensor, shape) -> Tensor:
+def broadcast_to(x: Tensor, /, shape) -> Tensor:
+    """`x` broadcast to `shape`: always a new tensor (see `_broadcast` for the internal form)."""
+    out = _broadcast(x, shape)
+    return _fresh(x) if out is x else out
+
+
+def _broadcast(x: Tensor, shape) -> Tensor:
     shape = tuple(int(d) for d in shape)
     if x.shape == shape:
         return x
@@ -494,7 +545,7 @@ def _binary(name: str, a, b) -> Tensor:
         raise ValueError(f"{name}: operands are on different devices: {a.device} and {b.device}")
     shape = a.shape if a.shape == b.shape else broadcast_shapes(a.shape, b.shape, op=name)
     a, b = _promote(name, a, b)
-    return _apply(name, broadcast_to(a, shape), broadcast_to(b, shape))
+    return _apply(name, _broadcast(a, shape), _broadcast(b, shape))
 
 
 def _as_tensor_checked(x, like, name):
@@ -523,8 +574,8 @@ exp, log, log1p, expm1, sqrt, sin, cos, tan, tanh, sigmoid = (
     _float_math(n) for n in ("exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh", "sigmoid"))
 def _keep_int(name):
     def fn(x):
-        if x.dtype.kind in "iu":
-            return x
+        if isinstance(x, Tensor) and x.dtype.kind in "iub":
+            return _fresh(x)  # integers are already whole; still a new tensor
         return _unary(name, x)
     fn.__name__ = name
     return fn
@@ -540,11 +591,15 @@ def negative(x):
 
 
 def positive(x):
-    return x
+    if not isinstance(x, Tensor):
+        raise TypeError(f"positive: expected a fastad Tensor, got {type(x).__name__}")
+    if x.dtype is dt.bool:
+        raise TypeError("positive is not defined for bool tensors")
+    return _fresh(x)
 
 
 def abs(x):
-    return x if x.dtype is dt.bool else _unary("abs", x)
+    return _fresh(x) if isinstance(x, Tensor) and x.dtype is dt.bool else _unary("abs", x)
 
 
 def sign(x):
@@ -602,7 +657,7 @@ def _logical(name):
     def fn(a, b):
         a = a if isinstance(a, Tensor) else _as_tensor(a, b)
         b = b if isinstance(b, Tensor) else _as_tensor(b, a)
-        return _binary(name, astype(a, dt.bool), astype(b, dt.bool))
+        return _binary(name, _cast(a, dt.bool), _cast(b, dt.bool))
     fn.__name__ = name
     return fn
 
@@ -615,7 +670,7 @@ def pow(a, b) -> Tensor:
     if isinstance(a, Tensor) and isinstance(b, (int, float)) and not isinstance(b, builtins.bool):
         if a.dtype.is_floating or (isinstance(b, int) and b >= 0):
             if b == 1:
-                return a * 1 if a._tracked else a
+                return _fresh(a)
             if b == 2:
                 return multiply(a, a)
             if b == 0.5 and a.dtype.is_floating:
@@ -627,10 +682,22 @@ def pow(a, b) -> Tensor:
     return _binary("pow", a, b)
 
 
-def astype(x: Tensor, dtype, copy: builtins.bool = True) -> Tensor:
+def _cast(x: Tensor, dtype) -> Tensor:
+    """`x` converted to `dtype`, or `x` itself when it already is (for internal use)."""
     dtype = dt.to_dtype(dtype)
+    return x if x.dtype is dtype else _apply("cast", x, arg=dtype)
+
+
+def astype(x: Tensor, dtype, /, *, copy: builtins.bool = True, device=None) -> Tensor:
+    """`x` as `dtype`. With copy=False and nothing to convert, `x` itself (the array API's rule);
+    otherwise a new tensor, and with copy=True one with a buffer of its own."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"astype: expected a fastad Tensor, got {type(x).__name__}")
+    dtype = dt.to_dtype(dtype)
+    if device is not None and Device(device) != x.device:
+        x = _apply("copy_to", x, arg=Device(device))
     if x.dtype is dtype:
-        return x
+        return _apply("copy", x) if copy else x
     return _apply("cast", x, arg=dtype)
 
 
@@ -649,22 +716,27 @@ def where(condition, x1, x2) -> Tensor:
     if len(devices) > 1:
         raise ValueError(f"where: operands are on different devices: {', '.join(map(str, devices))}")
     if c.dtype is not dt.bool:
-        c = astype(c, dt.bool)
+        c = _cast(c, dt.bool)
     shape = broadcast_shapes(c.shape, x1.shape, x2.shape, op="where")
     common = dt.result_type(x1.dtype, x2.dtype)
-    x1, x2 = (astype(t, common) for t in (x1, x2))
-    return _apply("where", broadcast_to(c, shape), broadcast_to(x1, shape), broadcast_to(x2, shape))
+    x1, x2 = (_cast(t, common) for t in (x1, x2))
+    return _apply("where", _broadcast(c, shape), _broadcast(x1, shape), _broadcast(x2, shape))
 
 
 def clip(x: Tensor, min=None, max=None) -> Tensor:
-    """Clamp to [min, max]; the gradient passes where min <= x <= max (PyTorch's convention)."""
+    """Clamp to [min, max]: min first, then max, as numpy and PyTorch do (so min > max gives max
+    everywhere). The gradient passes where min <= x <= max (PyTorch's convention)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"clip: expected a fastad Tensor, got {type(x).__name__}")
     out = x
     if min is not None:
-        out = where(less(x, min), _as_tensor(min, x) if not isinstance(min, Tensor) else min, out)
+        out = where(less(out, min), _as_tensor(min, x) if not isinstance(min, Tensor) else min, out)
     if max is not None:
-        out = where(greater(x, max), _as_tensor(max, x) if not isinstance(max, Tensor) else max, out)
+        out = where(greater(out, max), _as_tensor(max, x) if not isinstance(max, Tensor) else max, out)
+    if out is x:
+        return _fresh(x)
     if out.dtype is not x.dtype and dt.can_cast(x.dtype, out.dtype) is False:
-        out = astype(out, x.dtype)
+        out = _cast(out, x.dtype)
     return out
 
 
@@ -694,15 +766,15 @@ def _reduce(name: str, x: Tensor, axis, keepdims: builtins.bool, dtype=None) -> 
         raise TypeError(f"{name}: expected a fastad Tensor, got {type(x).__name__}")
     axes = normalize_axes(axis, x.ndim, name)
     if dtype is not None:
-        x = astype(x, dtype)
+        x = _cast(x, dtype)
     elif name in ("sum", "prod") and x.dtype.kind in "bi" and x.dtype is not dt.int64:
-        x = astype(x, dt.int64)  # the array API's default integer accumulator
+        x = _cast(x, dt.int64)  # the array API's default integer accumulator
     elif name in ("sum", "prod") and x.dtype.kind == "u" and x.dtype is not dt.uint64:
-        x = astype(x, dt.uint64)
+        x = _cast(x, dt.uint64)
     if name in ("max", "min"):
         if builtins.any(x.shape[a] == 0 for a in axes):
             raise ValueError(f"{name}: zero-size reduction over axes {axes} of shape {x.shape} has no identity")
-    out = _apply(name, x, arg=axes) if axes else x
+    out = _apply(name, x, arg=axes) if axes else _fresh(x)
     if keepdims:
         out = _apply("reshape", out, arg=tuple(1 if i in axes else d for i, d in enumerate(x.shape)))
     return out
@@ -726,7 +798,7 @@ def min(x, /, *, axis=None, keepdims=False):
 
 def mean(x, /, *, axis=None, keepdims=False):
     if not x.dtype.is_floating:
-        x = astype(x, dt.default_float)
+        x = _cast(x, dt.default_float)
     axes = normalize_axes(axis, x.ndim, "mean")
     n = math.prod(x.shape[a] for a in axes)
     total = _reduce("sum", x, axes, keepdims)
@@ -748,9 +820,8 @@ def reshape(x: Tensor, shape, /, *, copy=None) -> Tensor:
         shape = tuple(x.size // known if d == -1 else d for d in shape)
     if builtins.any(d < 0 for d in shape):
         raise ValueError(f"reshape: negative dimension in {shape}")
-    if shape == x.shape:
-        return x
-    return _apply("reshape", x, arg=shape)
+    out = _apply("reshape", x, arg=shape)  # a new tensor even when the shape is unchanged
+    return _apply("copy", out) if copy else out
 
 
 def permute_dims(x: Tensor, axes) -> Tensor:
@@ -761,7 +832,7 @@ def permute_dims(x: Tensor, axes) -> Tensor:
         raise ValueError(f"permute_dims: {axes} is not a permutation of the {x.ndim} axes of {x.shape}")
     axes = tuple(a % x.ndim for a in axes)
     if axes == tuple(range(x.ndim)):
-        return x
+        return _fresh(x)
     return _apply("permute", x, arg=axes)
 
 
@@ -796,9 +867,9 @@ def concat(arrays, /, *, axis=0) -> Tensor:
     if len(devices) > 1:
         raise ValueError(f"concat: tensors on different devices: {', '.join(map(str, devices))}")
     common = dt.result_type(*(a.dtype for a in arrays))
-    arrays = [astype(a, common) for a in arrays]
+    arrays = [_cast(a, common) for a in arrays]
     if len(arrays) == 1:
-        return arrays[0]
+        return _fresh(arrays[0])
     return _apply("concat", *arrays, arg=axis)
 
 
@@ -882,8 +953,8 @@ def matmul(a, b) -> Tensor:
                          f"({a2.shape[-1]} != {b2.shape[-2]})")
     batch = broadcast_shapes(a2.shape[:-2], b2.shape[:-2], op="matmul")
     a2, b2 = _promote("matmul", a2, b2)
-    a2 = broadcast_to(a2, batch + a2.shape[-2:])
-    b2 = broadcast_to(b2, batch + b2.shape[-2:])
+    a2 = _broadcast(a2, batch + a2.shape[-2:])
+    b2 = _broadcast(b2, batch + b2.shape[-2:])
     out = _apply("matmul", a2, b2)
     shape = out.shape
     if a.ndim == 1:

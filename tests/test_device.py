@@ -36,7 +36,10 @@ def test_default_device_is_cpu_and_tensors_report_it():
     assert fa.get_default_device() == "cpu"
     t = fa.ones(3)
     assert t.device == fa.Device("cpu") and repr(t.device) == "device(type='cpu')"
-    assert t.to("cpu") is t and t.cpu() is t and t.to_device("cpu") is t
+    # `.to`/`.cpu` return self when nothing changes (PyTorch); the array API's to_device a new tensor
+    assert t.to("cpu") is t and t.cpu() is t
+    moved = t.to_device("cpu")
+    assert moved is not t and moved.device == t.device and np.array_equal(moved.numpy(), t.numpy())
 
 
 @pytest.mark.skipif(cuda_probe.is_available(), reason="a GPU is present")

@@ -28,7 +28,8 @@ def test_tensor_and_asarray_infer_dtype(fn, data, dtype, shape):
 
 def test_asarray_of_a_tensor_and_explicit_dtypes():
     x = fa.tensor([1.0, 2.0])
-    assert fa.asarray(x) is x
+    same = fa.asarray(x)  # a new tensor (an in-place update of it must not reach x), same value
+    assert same is not x and same.numpy().tolist() == [1.0, 2.0]
     y = fa.asarray(x, dtype=fa.float64)
     assert y.dtype == fa.float64 and y.numpy().tolist() == [1.0, 2.0]
     assert fa.asarray([1, 2], dtype=fa.float32).dtype == fa.float32
