@@ -1,8 +1,8 @@
-"""`python -m fastad`: the command line (`bench`, `version`).
+"""`python -m fastad`: the command line (`bench`, `demo`, `version`).
 
 Start at `main`. Subcommands import what they need when they run, so
 `python -m fastad --help` and `version` stay fast; `bench` lives in
-`fastad.bench`.
+`fastad.bench`, `demo` in `fastad.demo`.
 """
 from __future__ import annotations
 
@@ -39,10 +39,21 @@ def main(argv=None) -> int:
                               "python -m fastad bench --only chain,memory --sizes 1M,10M --json out.json;  "
                               "python -m fastad bench --device cuda")
     bench.add_arguments(b)
+    from . import demo
+    d = sub.add_parser("demo", help="train an MLP classifier with fastad.nn and fastad.optim",
+                       description="Train an MLP on scikit-learn's digits (or a generated data set without the "
+                                   "demo extra) on the best available device, with a progress bar, and "
+                                   "report the test accuracy.",
+                       epilog="Examples: python -m fastad demo;  python -m fastad demo --epochs 5 --no-compile;  "
+                              "python -m fastad demo --device cpu --batch-size 128")
+    demo.add_arguments(d)
     sub.add_parser("version", help="print the versions of fastad and its compiler stack")
     args = parser.parse_args(argv)
     if args.command == "bench":
         return bench.run_devices(args, argv[argv.index("bench") + 1:])
+    if args.command == "demo":
+        demo.run(args)
+        return 0
     if args.command == "version":
         return _version(args)
     parser.print_help()
