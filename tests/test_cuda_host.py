@@ -213,9 +213,9 @@ def test_dlpack_copy_and_device_on_cpu():
 
 def test_dlpack_copy_and_device_on_cuda(gpu):
     t = fa.tensor(np.arange(4, dtype=np.float32), device="cuda:1")
-    tag, arr = t.__dlpack__()
+    tag, arr = t.__dlpack__(max_version=(1, 0))
     assert tag == "fake-dlpack" and arr is t._node.buffer
-    _, copied = t.__dlpack__(copy=True)
+    _, copied = t.__dlpack__(copy=True, max_version=(1, 0))
     assert not np.shares_memory(np.asarray(copied), np.asarray(t._node.buffer))
     assert copied.device_id == 1                      # the copy is made on the tensor's device
     host = np.from_dlpack(t, device="cpu")            # dl_device=(1, 0): a host copy
