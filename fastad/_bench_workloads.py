@@ -873,3 +873,14 @@ WORKLOADS = {
     "mlp": mlp_cases,
     "firstcall": firstcall_cases,
 }
+
+
+def _training_cases(name: str):
+    """The training workloads (fastad.nn + fastad.optim) live in `fastad._bench_training`, imported on use."""
+    def cases(device: str, sizes, quick: bool) -> list:
+        from ._bench_training import TRAINING_WORKLOADS
+        return TRAINING_WORKLOADS[name](device, sizes, quick)
+    return cases
+
+
+WORKLOADS.update(train=_training_cases("train"), adam=_training_cases("adam"))

@@ -44,7 +44,9 @@ from pathlib import Path
 
 __all__ = ["main", "run", "add_arguments", "run_case", "run_group", "format_tables"]
 
-WORKLOAD_ORDER = ("chain", "memory", "seed", "mlp", "firstcall")
+WORKLOAD_ORDER = ("chain", "memory", "seed", "mlp", "train", "adam", "firstcall")
+# bytes a floor row moves per element, for effective GB/s (read N + write N float32; Adam: read 4, write 3)
+FLOOR_BYTES = {"chain": 8, "memory": 8, "adam": 28}
 
 
 # ---------------------------------------------------------------------------
@@ -225,14 +227,14 @@ def add_ratios(rows: list) -> None:
             r["vs_fastad"] = r["best_s"] / ref
     floors = {}
     for r in rows:
-        if r["role"] == "floor" and "best_s" in r and r["workload"] in ("chain", "memory"):
+        if r["role"] == "floor" and "best_s" in r and r["workload"] in FLOOR_BYTES:
             key = (r["workload"], r["size"])
             floors[key] = min(floors.get(key, float("inf")), r["best_s"])
     for r in rows:
         f = floors.get((r["workload"], r["size"]))
         if f and "best_s" in r and r["role"] != "floor":
             r["vs_floor"] = r["best_s"] / f
-            r["effective_GBps"] = 8 * r["size"] / r["best_s"] / 1e9  # read N + write N float32
+            r["effective_GBps"] = FLOOR_BYTES[r["workload"]] * r["size"] / r["best_s"] / 1e9
 
 
 # ---------------------------------------------------------------------------
@@ -254,7 +256,7 @@ def fmt_time(s) -> str:
 def fmt_size(workload: str, n) -> str:
     if n is None:
         return "-"
-    if workload == "mlp":
+    if workload in ("mlp", "train"):
         return f"B={n}"
     for div, suffix in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
         if n >= div and n % div == 0:
@@ -309,7 +311,7 @@ def format_tables(rows: list, unit_per_iter=("seed",)) -> str:
         wr = [r for r in rows if r["workload"] == w]
         if not wr:
             continue
-        per = " (per iteration)" if w in unit_per_iter else " (per step)" if w == "mlp" else \
+        per = " (per iteration)" if w in unit_per_iter else " (per step)" if w in ("mlp", "train", "adam") else \
             " (whole process)" if w == "firstcall" else ""
         out.append(f"\n== {w}: {DESCRIPTIONS[w]}" + ("" if w == "firstcall" else per))
         table = []

@@ -429,3 +429,18 @@ def test_scheduled_learning_rate_reaches_the_update():
         opt.step()
         sched.step()
     np.testing.assert_allclose(w.numpy(), -(1 + 0.5 + 0.25))
+
+
+# ---- the benchmark workloads (python -m fastad bench --only train,adam) -----------------------
+
+def test_training_bench_workloads_run_and_check(monkeypatch):
+    from fastad._bench_training import adam_cases, train_cases
+    monkeypatch.setattr(settings, "jit_min_elements", 1 << 40)  # the numpy tier: no compile in this test
+    cases = [c for c in train_cases("cpu", None, quick=True) + adam_cases("cpu", None, quick=True)
+             if ("fastad" in c.impl and "compile" not in c.impl or c.impl.startswith("numpy")) and "tanh" not in c.impl]
+    assert {c.workload for c in cases} == {"train", "adam"} and len(cases) == 4
+    for case in cases:
+        runner = case.make()
+        out = runner.step()
+        ok, detail = runner.check(out)
+        assert ok, (case.impl, detail)
