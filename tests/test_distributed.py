@@ -84,3 +84,28 @@ def test_no_mpi_import_until_init_and_a_one_rank_job_without_mpiexec():
                        capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0 and "single process ok" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
 
+
+
+def test_result_buffers_are_recycled_only_once_nothing_refers_to_them():
+    import numpy as np
+
+    from fastad.distributed.comm import _Recycler
+
+    def addr(x):
+        return x.__array_interface__["data"][0]
+
+    r = _Recycler(slots=3, min_bytes=16)
+    a = r.empty((4, 4), np.float32)
+    first = addr(a)
+    b = r.empty((4, 4), np.float32)
+    assert not np.shares_memory(a, b)
+    view = a[1:]
+    del a
+    c = r.empty((2, 8), np.float32)
+    assert addr(c) != first  # a view still holds the first buffer
+    del view, c
+    c = r.empty((2, 8), np.float32)
+    assert addr(c) == first  # idle now: reused, under another shape
+    d = r.empty((16,), np.float32)
+    assert not np.shares_memory(d, b) and not np.shares_memory(d, c)
+    assert r.empty((2,), np.float32).base is None  # below min_bytes: a plain allocation

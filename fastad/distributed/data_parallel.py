@@ -260,9 +260,10 @@ class DataParallel:
 
 
 def _empty(lay: _Layout):
-    xp = backend_for(lay.device).xp
+    """The flat buffer a step's reduced gradients land in (on the CPU, recycled once unreferenced)."""
     if lay.device.type == "cpu":
-        return np.empty(lay.numel, lay.dtype.np)
+        return comm.empty((lay.numel,), lay.dtype.np)
+    xp = backend_for(lay.device).xp
     with xp.cuda.Device(lay.device.index):
         return xp.empty(lay.numel, lay.dtype.np)
 
