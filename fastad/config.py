@@ -20,6 +20,8 @@ class _Settings:
         self.jit_after_calls = int(os.environ.get("FASTAD_JIT_AFTER", "2"))
         # ... unless it touches at least this many elements (then compiling pays off at once)
         self.jit_min_elements = int(os.environ.get("FASTAD_JIT_MIN_ELEMENTS", "65536"))
+        # compile on a background thread while the numpy tier runs the kernel (0: compile on the caller)
+        self.background_compile = os.environ.get("FASTAD_BACKGROUND_COMPILE", "1") != "0"
         # graphs whose every node has at most this many elements run op by op in numpy (no kernels)
         self.small_graph_elements = int(os.environ.get("FASTAD_SMALL_GRAPH", "256"))
         # below this many elements a CPU kernel runs on the calling thread: waking the pool costs more,

@@ -18,15 +18,20 @@ class Launch:
     device: str
     elements: int
     kind: str = "kernel"   # "kernel" (a fused kernel) or "library" (BLAS, copies)
-    tier: str = ""         # how a kernel ran: "numba", "numpy" (first-tier interpreter), "cuda"
+    tier: str = ""         # how a kernel ran: "numba" (compiled), "numpy" (first-tier interpreter), "cuda"
+    compiling: bool = False  # ran on the numpy tier while its compiled version was being built in the background
 
     def __str__(self) -> str:
-        return f"{self.kind:<8} {self.tier:<6} {self.name:<48} {self.device:<7} {self.elements:>12,d} elements"
+        note = "  (compiling in the background)" if self.compiling else ""
+        return (f"{self.kind:<8} {self.tier:<6} {self.name:<48} {self.device:<7} {self.elements:>12,d} elements"
+                + note)
 
 
 @dataclass
 class profile:
-    """Context manager recording what ran: `launches`, `launched`, `compiled`, `cache_hits`, `compile_seconds`."""
+    """Context manager recording what ran: `launches` (each with the tier that ran it), `launched`,
+    `compiled`, `cache_hits`, `compile_seconds`. A compile finished in the background is counted
+    when its kernel first runs compiled, on the caller's thread."""
 
     launches: list = field(default_factory=list)
     compiled: int = 0
@@ -56,9 +61,10 @@ class profile:
         return "\n".join([head] + [f"  {l}" for l in self.launches])
 
 
-def record_launch(name: str, device, elements: int, kind: str = "kernel", tier: str = "") -> None:
+def record_launch(name: str, device, elements: int, kind: str = "kernel", tier: str = "",
+                  compiling: bool = False) -> None:
     if _active:
-        ev = Launch(name, str(device), int(elements), kind, tier)
+        ev = Launch(name, str(device), int(elements), kind, tier, compiling)
         for p in _active:
             p.launches.append(ev)
 

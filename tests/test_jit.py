@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 
 import numpy as np
 import pytest
@@ -62,21 +63,94 @@ def test_repeat_new_size_and_new_constant_compile_nothing(jit):
     assert v2 == pytest.approx(np.sum(np.exp(2 * np.linspace(-1, 1, 5000)) + np.linspace(-1, 1, 5000)), rel=1e-5)
 
 
-def test_tiering_runs_numpy_first_then_compiles(monkeypatch):
+@pytest.fixture
+def fresh_backend(monkeypatch, tmp_path):
+    """A new CPU backend (nothing compiled in memory) over an empty kernel cache directory."""
+    from fastad import runtime
+    from fastad.runtime.cache import clear_cache
+    from fastad.runtime.cpu import CpuBackend
+    monkeypatch.setenv("FASTAD_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(settings, "cpu_mode", "auto")
+    monkeypatch.setattr(settings, "small_graph_elements", 0)
+    clear_cache(disk=False)
+    backend = CpuBackend()
+    monkeypatch.setitem(runtime._backends, "cpu", backend)
+    yield backend
+    backend.wait_for_compiles()
+    clear_cache(disk=False)
+
+
+def test_tiering_runs_numpy_first_then_compiles_in_the_background(fresh_backend, monkeypatch):
     monkeypatch.setattr(settings, "jit_after_calls", 2)
     monkeypatch.setattr(settings, "jit_min_elements", 10**9)
-    monkeypatch.setattr(settings, "small_graph_elements", 0)
-    tiers = []
-    for _ in range(3):
+    runs = []
+    for i in range(3):
+        if i == 2:
+            assert fa.runtime.cpu.wait_for_compiles(timeout=300)
         x = fa.asarray(np.arange(7, dtype=np.float32), requires_grad=True)
         y = fa.sum(fa.cos(x) * 1.25 + x * x * x)
         with fa.profile() as p:
             y.backward()
-        tiers.append([l.tier for l in p.kernels])
+        runs.append(([(l.tier, l.compiling) for l in p.kernels], p.compiled + p.cache_hits))
         np.testing.assert_allclose(x.grad.numpy(), -1.25 * np.sin(np.arange(7)) + 3 * np.arange(7.) ** 2,
                                    rtol=1e-5)
-    assert tiers[0] == ["numpy"] and tiers[-1] == ["numba"], tiers
+    # call 1: numpy; call 2: numpy while the compile runs in the background; call 3: compiled
+    assert [r[0] for r in runs] == [[("numpy", False)], [("numpy", True)], [("numba", False)]], runs
+    assert [r[1] for r in runs] == [0, 0, 1], runs
+
+
+def test_first_large_call_never_waits_and_agrees_with_compiled(fresh_backend, monkeypatch):
+    monkeypatch.setattr(settings, "jit_min_elements", 1000)
+    xn = np.random.default_rng(5).uniform(-3, 3, 300_001).astype(np.float32)
+    results = []
+    for i in range(2):
+        x = fa.asarray(xn, requires_grad=True)
+        y = chain(x)
+        with fa.profile() as p:
+            y.backward()
+            results.append((float(y), x.grad.numpy().copy(), [l.tier for l in p.kernels]))
+        fa.runtime.cpu.wait_for_compiles(timeout=300)
+    (v0, g0, t0), (v1, g1, t1) = results
+    assert t0 == ["numpy"] and t1 == ["numba"], (t0, t1)
+    assert v1 == pytest.approx(v0, rel=1e-5)
+    np.testing.assert_allclose(g1, g0, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(g1, chain_grad_np(xn), rtol=1e-5, atol=1e-5)
+
+
+def test_background_compile_failure_falls_back_to_numpy_with_a_warning(fresh_backend, monkeypatch):
+    from fastad.runtime import cpu
+
+    def broken(kernel, source=None):
+        raise RuntimeError("simulated compiler failure")
+
+    monkeypatch.setattr(cpu, "_build", broken)
+    monkeypatch.setattr(settings, "jit_min_elements", 1)
+    xn = np.linspace(-2, 2, 101)
+    grads = []
+    for i in range(3):
+        x = fa.asarray(xn, requires_grad=True)
+        y = fa.sum(fa.tanh(x) * x)
+        if i == 1:
+            assert cpu.wait_for_compiles(timeout=60)
+            with pytest.warns(cpu.KernelCompileWarning, match="simulated compiler failure"):
+                y.backward()
+        else:
+            with fa.profile() as p:
+                y.backward()
+            assert [l.tier for l in p.kernels] == ["numpy"]
+        grads.append(x.grad.numpy())
+        assert fresh_backend.tier_of(_only_kernel(fresh_backend)) in ("compiling", "failed")
+    for g in grads:
+        np.testing.assert_allclose(g, np.tanh(xn) + xn * (1 - np.tanh(xn) ** 2), rtol=1e-12)
+    assert fresh_backend.tier_of(_only_kernel(fresh_backend)) == "failed"
+    text = fa.explain(fa.sum(fa.tanh(x) * x), file=open(os.devnull, "w"))
+    assert "tiers (CPU):" in text and "numpy tier" in text
+
+
+def _only_kernel(backend):
+    keys = {*backend._pending, *backend._failed, *backend._compiled}
+    assert len(keys) == 1, keys
+    return types.SimpleNamespace(key=keys.pop())   # tier_of reads only the key
 
 
 # ---------------------------------------------------------------------------

@@ -2,9 +2,17 @@
 
 Start at `render`. The module it returns defines one function,
 `body(lo, hi, ...)`: the whole kernel over rows lo..hi of the first iteration
-dimension, compiled with `nogil=True` and `fastmath={"reassoc"}` (so LLVM
-vectorizes reductions). It returns the partial results of reductions over the
-whole iteration space (`full_reductions`). The CPU runtime splits the first
+dimension, compiled with `nogil=True`, `fastmath={"reassoc"}` (so LLVM
+vectorizes reductions) and without Numba's runtime (`_nrt=False`), and
+`SIGNATURE`, the Numba types it is compiled for. Every argument is a C scalar
+or a data pointer (`CPointer`), so the compiled native function can be called
+through ctypes: `int32 f(void *ret, void **excinfo, lo, hi, ...)` in Numba's
+calling convention, returning 0 (or -2, "returned None") on success and
+another status when the kernel raised. It is compiled without Python or cfunc
+wrappers, so its object code refers to no Python or Numba runtime symbol and
+can be cached and loaded without Numba (`fastad.runtime.native`). A slice writes the partial
+results of reductions over the whole iteration space (`full_reductions`) to
+one pointer argument each. The CPU runtime splits the first
 dimension into a fixed number of chunks that depends only on the size, runs
 them on a thread pool, and combines partials in chunk order: results are
 bit-identical run to run and independent of the thread count. Numba's own
@@ -12,7 +20,9 @@ bit-identical run to run and independent of the thread count. Numba's own
 per kernel (measured), which the thread pool avoids.
 
 Argument order follows `fastad.kernel_ir` (shape, inputs, outputs, scalars),
-after `lo, hi`. Indices are cast to unsigned, so Numba skips negative-index
+after `lo, hi`, then one partial-result pointer per full reduction; buffers
+are passed as pointers to their first element (`c_arguments` lists the C
+types). Bool scalars travel as uint8, complex scalars as (real, imag). Indices are cast to unsigned, so Numba skips negative-index
 wrap-around, which otherwise stops LLVM from vectorizing. Intrinsics
 (`exp(...)` in the op table's kernel expressions) map per dtype to
 `fastad.codegen.mathlib` (inlined by LLVM, with its own strict fp flags) or
@@ -20,7 +30,10 @@ to Numba built-ins.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -28,7 +41,7 @@ from .. import dtypes as dt
 from ..kernel_ir import Kernel
 from ..ops import OPS
 
-__all__ = ["render", "full_reductions", "merge_partials", "accumulator_dtype"]
+__all__ = ["render", "full_reductions", "merge_partials", "accumulator_dtype", "c_arguments"]
 
 _MATHLIB = ("exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "sigmoid")
 _INTRINSIC = re.compile(r"\b([a-z_][a-z0-9_]*)\(")
@@ -84,7 +97,8 @@ def _expr(template: str, args: list, d: dt.DType, out: dt.DType) -> str:
 def _stmt_source(kernel: Kernel, i: int, index_of) -> str:
     st = kernel.body[i]
     if st.op == "load":
-        return f"in{st.arg}[{index_of(st.arg)}]"
+        load = f"in{st.arg}[{index_of(st.arg)}]"
+        return f"({load} != 0)" if st.dtype is dt.bool else load  # bool buffers are read as bytes
     if st.op == "scalar":
         return f"sc{st.arg}"
     args = [f"v{s}" for s in st.srcs]
@@ -125,20 +139,71 @@ def _update(reduce: str, acc: str, v: str) -> str:
 
 
 def render(kernel: Kernel) -> str:
-    """Python source of a module defining `body(lo, hi, ...)`."""
-    from . import mathlib
+    """Python source of a module defining `body(lo, hi, ...)` and its `SIGNATURE`."""
     # the mathlib hash is part of the source, hence of the cache key: cached kernels inline its code
-    return _HEADER.format(mathlib=mathlib.SOURCE_HASH) + _body(kernel) + "\n"
+    return (_HEADER.format(mathlib=mathlib_hash()) + f"SIGNATURE = ({_numba_signature(kernel)})\n\n"
+            + _body(kernel) + "\n")
 
 
 _HEADER = """# mathlib {mathlib}
 import math, cmath
 import numpy as np
 import numba
-from numba import uint64 as U
+from numba import uint64 as U, types as T
 from fastad.codegen.mathlib import *
 
 """
+
+
+@functools.lru_cache(maxsize=None)
+def mathlib_hash() -> str:
+    """sha256 prefix of mathlib's source, read from the file: rendering must not import Numba.
+    Equal to `mathlib.SOURCE_HASH` (which mathlib computes itself: it imports nothing from fastad)."""
+    try:
+        return hashlib.sha256((Path(__file__).parent / "mathlib.py").read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "unknown"
+
+
+def _scalar_params(kernel: Kernel, k: int) -> list:
+    d = kernel.scalars[k]
+    if d.kind == "c":
+        return [f"sc{k}_re", f"sc{k}_im"]
+    return [f"sc{k}_u8"] if d is dt.bool else [f"sc{k}"]
+
+
+def c_arguments(kernel: Kernel) -> list:
+    """C type of each argument of `body` after lo, hi: "ptr" (a buffer's first element),
+    or a numpy dtype name for a scalar passed by value (shape, offsets and strides are "int64")."""
+    args = ["int64"] * kernel.ndim
+    for inp in kernel.inputs:
+        args += ["ptr", "int64"] + ["int64"] * inp.n_strides
+    args += ["ptr"] * len(kernel.outputs)
+    for d in kernel.scalars:
+        args += ["uint8"] if d is dt.bool else [{"complex64": "float32", "complex128": "float64"}.get(d.name,
+                                                                                                    d.name)] * (
+            2 if d.kind == "c" else 1)
+    return args + ["ptr"] * len(full_reductions(kernel))
+
+
+def _numba_type(d) -> str:
+    # a bool buffer is passed as uint8: Numba cannot store its 1-bit booleans through a pointer
+    return "numba.uint8" if d is dt.bool else f"numba.{d.name}"
+
+
+def _stored(value: str, d) -> str:
+    return f"np.uint8({value})" if d is dt.bool else value
+
+
+def _numba_signature(kernel: Kernel) -> str:
+    types = ["numba.int64", "numba.int64"]
+    ptr = iter([f"T.CPointer({_numba_type(i.dtype)})" for i in kernel.inputs]
+               + [f"T.CPointer({_numba_type(o.dtype)})" for o in kernel.outputs]
+               + [f"T.CPointer({_numba_type(dt.to_dtype(accumulator_dtype(kernel, k)))})"
+                  for k in full_reductions(kernel)])
+    for c in c_arguments(kernel):
+        types.append(next(ptr) if c == "ptr" else f"numba.{c}")
+    return ", ".join(types) + ","
 
 
 def _signature(kernel: Kernel) -> list:
@@ -146,8 +211,9 @@ def _signature(kernel: Kernel) -> list:
     for k, inp in enumerate(kernel.inputs):
         args += [f"in{k}", f"o{k}"] + [f"st{k}_{d}" for d, c in enumerate(inp.pattern) if c == "n"]
     args += [f"out{k}" for k in range(len(kernel.outputs))]
-    args += [f"sc{k}" for k in range(len(kernel.scalars))]
-    return args
+    for k in range(len(kernel.scalars)):
+        args += _scalar_params(kernel, k)
+    return args + [f"part{j}" for j in range(len(full_reductions(kernel)))]
 
 
 def full_reductions(kernel: Kernel) -> list:
@@ -174,8 +240,15 @@ def _body(kernel: Kernel) -> str:
     reductions = [k for k, o in enumerate(kernel.outputs) if o.reduce]
     extrema = [k for k in reductions if kernel.outputs[k].reduce in ("max", "min")
                and kernel.outputs[k].dtype.is_floating]
-    lines = ["@numba.njit(cache=True, error_model='numpy', fastmath={\"reassoc\"}, nogil=True)",
+    # no Python or cfunc wrapper: the runtime calls the native function itself (see the module docstring)
+    lines = ["@numba.njit(cache=True, error_model='numpy', fastmath={\"reassoc\"}, nogil=True, _nrt=False, "
+             "no_cpython_wrapper=True, no_cfunc_wrapper=True)",
              f"def body(lo, hi, {', '.join(_signature(kernel))}):"]
+    for k, d in enumerate(kernel.scalars):
+        if d.kind == "c":
+            lines.append(f"    sc{k} = {_np_type(d)}(complex(sc{k}_re, sc{k}_im))")
+        elif d is dt.bool:
+            lines.append(f"    sc{k} = sc{k}_u8 != 0")
 
     def index_of(k):
         # unsigned indices: Numba then skips negative-index wrap-around, which blocks vectorization
@@ -201,7 +274,7 @@ def _body(kernel: Kernel) -> str:
     hoisted = [f"v{i} = {_stmt_source(kernel, i, index_of)}" for i in sorted(invariant)]
     stmts = [f"v{i} = {_stmt_source(kernel, i, index_of)}" for i in range(len(kernel.body))
              if i not in invariant]
-    stmts += [f"out{k}[{flat_index(list(range(nd)))}] = v{o.value}"
+    stmts += [f"out{k}[{flat_index(list(range(nd)))}] = {_stored(f'v{o.value}', o.dtype)}"
               for k, o in enumerate(kernel.outputs) if not o.reduce]
     stmts += [_update(kernel.outputs[k].reduce, f"acc{k}", f"v{kernel.outputs[k].value}") for k in reductions]
     # the max/min update above drops nans; count them so the result can still be nan, as in numpy
@@ -219,9 +292,10 @@ def _body(kernel: Kernel) -> str:
     if hoisted:
         # an empty slice must not read its (possibly empty) inputs
         lines.append("    if hi <= lo:")
-        lines.append("        return (" + "".join(
-            f"{_identity(kernel.outputs[k].reduce, kernel.outputs[k].dtype)}, " for k in full) + ")"
-            if full else "        return 0")
+        lines += [f"        part{j}[0] = "
+                  + _stored(_identity(kernel.outputs[k].reduce, kernel.outputs[k].dtype), kernel.outputs[k].dtype)
+                  for j, k in enumerate(full)]
+        lines.append("        return")
         lines += ["    " + h for h in hoisted]
     ind = "    "
     if n_outer == 0:
@@ -240,8 +314,9 @@ def _body(kernel: Kernel) -> str:
         out_ind = "    " * (n_outer + 1)
         for k in reductions:
             o = kernel.outputs[k]
-            lines.append(out_ind + f"out{k}[{flat_index(list(range(n_outer)))}] = {_np_type(o.dtype)}({result(k)})")
-    lines.append("    return (" + "".join(f"{result(k)}, " for k in full) + ")" if full else "    return 0")
+            lines.append(out_ind + f"out{k}[{flat_index(list(range(n_outer)))}] = "
+                         + _stored(f"{_np_type(o.dtype)}({result(k)})", o.dtype))
+    lines += [f"    part{j}[0] = {_stored(result(k), kernel.outputs[k].dtype)}" for j, k in enumerate(full)]
     return "\n".join(lines)
 
 

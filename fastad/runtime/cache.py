@@ -210,7 +210,8 @@ def numba_cache_hit(dispatcher: Any) -> bool | None:
 def clear_cache(*, disk: bool = True, memory: bool = True) -> None:
     """Forget cached kernel modules (for tests and the CLI).
 
-    `disk`: delete the ``numba-*`` folders under `cache_dir()` and under any
+    `disk`: delete the ``numba-*`` and ``native-*`` folders (see
+    `fastad.runtime.native`) under `cache_dir()` and under any
     temporary fallback used by this process. The root folder itself and
     anything else in it are left alone, because it may be a directory the user
     chose. Numba files under ``$NUMBA_CACHE_DIR``, if that is set, are left too.
@@ -223,7 +224,7 @@ def clear_cache(*, disk: bool = True, memory: bool = True) -> None:
             _MEMORY.clear()
         if disk:
             for root in {_configured_dir(), *_ROOTS.values()}:
-                for child in root.glob("numba-*"):
+                for child in [*root.glob("numba-*"), *root.glob("native-*")]:
                     if child.is_dir() and not child.is_symlink():
                         shutil.rmtree(child, ignore_errors=True)
 
@@ -301,21 +302,24 @@ def _probe_writable(folder: Path) -> None:
     tempfile.TemporaryFile(dir=folder).close()
 
 
-def _usable_root(configured: Path) -> Path:
+def _usable_root(configured: Path, folder: str | None = None) -> Path:
+    """`configured`, or the temporary fallback if `configured/folder` cannot be written.
+    `folder`: the entry folder to probe (default: Numba's, see `_numba_folder`)."""
     root = _ROOTS.get(configured)
     if root is None:
+        folder = folder or _numba_folder()
         try:
-            _probe_writable(configured / _numba_folder())
+            _probe_writable(configured / folder)
             root = configured
         except OSError as exc:
-            root = _use_fallback(configured, exc, stacklevel=5)
+            root = _use_fallback(configured, exc, stacklevel=5, folder=folder)
         _ROOTS[configured] = root
     return root
 
 
-def _use_fallback(configured: Path, exc: OSError, stacklevel: int) -> Path:
+def _use_fallback(configured: Path, exc: OSError, stacklevel: int, folder: str | None = None) -> Path:
     # stacklevel: frames up to the caller of load_kernel_module.
-    root = _fallback_root()
+    root = _fallback_root(folder or _numba_folder())
     _ROOTS[configured] = root
     # Warned once per configured directory: later calls find _ROOTS set.
     warnings.warn(
@@ -327,7 +331,7 @@ def _use_fallback(configured: Path, exc: OSError, stacklevel: int) -> Path:
     return root
 
 
-def _fallback_root() -> Path:
+def _fallback_root(folder: str) -> Path:
     base = Path(tempfile.gettempdir())
     getuid = getattr(os, "getuid", None)
     if getuid is not None:
@@ -340,7 +344,7 @@ def _fallback_root() -> Path:
             # Its .py files are executed and its .nbc files unpickled, so use it
             # only if it is a private directory of ours.
             if stat.S_ISDIR(st.st_mode) and st.st_uid == uid and not st.st_mode & 0o022:
-                _probe_writable(path / _numba_folder())
+                _probe_writable(path / folder)
                 return path
         except OSError:
             pass

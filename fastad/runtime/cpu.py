@@ -1,23 +1,39 @@
-"""runtime.cpu: run kernels on the CPU, tiered: numpy first, compiled Numba once it pays.
+"""runtime.cpu: run kernels on the CPU, tiered: numpy first, native code once it pays, never a wait.
 
-Start at `CpuBackend.run_kernel`. A kernel structure (`Kernel.key`) seen for
-the first time and small runs through `interpret` (no compile latency). It is
-compiled when it repeats (`settings.jit_after_calls`), when it is large
-(`settings.jit_min_elements`), or always under FASTAD_CPU_MODE=jit. Compiled
-modules come from `fastad.runtime.cache` (in memory, then on disk).
+Start at `CpuBackend.run_kernel`. A kernel structure (`Kernel.key`) runs
+through `interpret` (whole-array numpy, no compile) until compiling pays: when
+it repeats (`settings.jit_after_calls`), when it is large
+(`settings.jit_min_elements`), or always under FASTAD_CPU_MODE=jit. Then:
 
-A compiled kernel is one `body(lo, hi, ...)` function (see
-`fastad.codegen.numba`). Sizes of at least `settings.parallel_min_elements`
-are split into `CHUNKS` slices of the first dimension, run on a thread pool
-(`body` releases the GIL), and reduction partials are combined in slice
-order, so results never depend on the thread count. `FASTAD_NUM_THREADS`
-(default: NUMBA_NUM_THREADS, i.e. the core count) sets the pool size.
+1. its native object code is looked up in the cache (`fastad.runtime.native`,
+   a few milliseconds, no Numba import); on a hit it runs compiled at once;
+2. otherwise Numba compiles it on a background thread (`_build`) while this
+   call, and every call until the compile is done, runs on the numpy tier.
+   The first call after that runs compiled. A compile that fails in the
+   background leaves the kernel on the numpy tier with a `KernelCompileWarning`.
+   FASTAD_CPU_MODE=jit and FASTAD_BACKGROUND_COMPILE=0 compile on the calling
+   thread instead; `wait_for_compiles()` waits for pending background work.
+
+`fastad.profile()` records the tier of every launch ("numba" compiled,
+"numpy" interpreted) and whether a compile of that kernel was pending.
+
+A compiled kernel is the native function of `body(lo, hi, ...)` (see
+`fastad.codegen.numba`), called through ctypes (which releases the GIL). If it
+reports that it raised, the kernel runs again on the numpy tier, which defines
+the semantics (numpy's error, or numpy's result).
+Sizes of at least `settings.parallel_min_elements` are split into `CHUNKS`
+slices of the first dimension, run on a thread pool; reduction partials are
+written per slice and combined in slice order, so results never depend on the
+thread count. `FASTAD_NUM_THREADS` (default: NUMBA_NUM_THREADS, i.e. the core
+count) sets the pool size.
 """
 from __future__ import annotations
 
 import math
 import os
+import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -26,12 +42,15 @@ from .. import profiling as profile
 from .._util import contiguous
 from ..config import settings
 from ..device import CPU
-from .cache import load_kernel_module, numba_cache_hit
 from .interpret import interpret
 
-__all__ = ["CpuBackend", "CHUNKS"]
+__all__ = ["CpuBackend", "CHUNKS", "KernelCompileWarning", "wait_for_compiles"]
 
 CHUNKS = 64  # slices of a large kernel: fixed, so reductions do not depend on the thread count
+
+
+class KernelCompileWarning(RuntimeWarning):
+    """A kernel failed to compile in the background; it keeps running on the numpy tier."""
 
 
 def _thread_count() -> int:
@@ -39,34 +58,56 @@ def _thread_count() -> int:
     return max(1, int(env)) if env else (os.cpu_count() or 1)
 
 
-class _Compiled:
-    """A loaded kernel module; `body` is compiled (or loaded from disk) on first use."""
+class _Native:
+    """A compiled kernel: its ctypes entry point (Numba's calling convention: status, return slot,
+    exception slot, then `body`'s arguments), full reductions and their partial dtypes."""
 
-    __slots__ = ("loaded", "body", "full")
+    __slots__ = ("fn", "full", "acc", "keep")
 
-    def __init__(self, loaded, kernel):
-        from ..codegen.numba import full_reductions
-        self.loaded = loaded
+    def __init__(self, kernel, address: int, keep):
+        import ctypes as c
+        from ..codegen.numba import accumulator_dtype, c_arguments, full_reductions
+        ctype = {"ptr": c.c_void_p, "bool": c.c_bool, "float32": c.c_float, "float64": c.c_double}
+        args = [ctype.get(a) or getattr(c, f"c_{a}") for a in c_arguments(kernel)]
+        self.fn = c.CFUNCTYPE(c.c_int32, c.c_void_p, c.c_void_p, c.c_int64, c.c_int64, *args)(address)
         self.full = full_reductions(kernel)
-        body = loaded.module.body
-        t0 = time.perf_counter()
-        _warm(body, kernel)
-        seconds = time.perf_counter() - t0
-        if numba_cache_hit(body):
-            profile.record_cache_hit()
-        else:
-            profile.record_compile(seconds)
-        self.body = body
+        self.acc = [accumulator_dtype(kernel, k) for k in self.full]
+        self.keep = keep   # whatever owns the machine code (llvmlite engine, Numba dispatcher)
+
+
+def _build(kernel, source: str | None = None):
+    """Load or compile `kernel`: (_Native, seconds, how) with how in "native", "numba-cache", "compiled"."""
+    from ..codegen.numba import render
+    from . import native
+    from .cache import load_kernel_module, numba_cache_hit
+    t0 = time.perf_counter()
+    source = source or render(kernel)
+    hint = kernel.name[3:30]
+    hit = native.load(source, hint)
+    if hit is not None:
+        return _Native(kernel, hit.address, hit), time.perf_counter() - t0, "native"
+    loaded = load_kernel_module(source, name_hint=hint)
+    body, sig = loaded.module.body, tuple(loaded.module.SIGNATURE)
+    body.compile(sig)
+    cres = body.overloads[sig]
+    symbol = cres.fndesc.mangled_name
+    entry = _Native(kernel, cres.library.get_pointer_to_function(symbol), (body, cres))
+    how = "numba-cache" if numba_cache_hit(body) else "compiled"
+    native.store(source, hint, cres.library, symbol)
+    return entry, time.perf_counter() - t0, how
 
 
 class CpuBackend:
     xp = np
 
     def __init__(self):
-        self._compiled: dict[str, _Compiled] = {}
+        self._compiled: dict[str, _Native] = {}
+        self._pending: dict = {}          # kernel key -> Future of _build, compiling in the background
+        self._failed: set = set()         # kernel keys whose background compile failed: numpy tier
         self._seen: dict[str, int] = {}
         self._threads = _thread_count()
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="fastad") if self._threads > 1 else None
+        self._compiler = None             # the background compile thread, started on first use
 
     # ---- buffers ----------------------------------------------------------
     def from_numpy(self, array, device=None):
@@ -79,44 +120,145 @@ class CpuBackend:
     def run_kernel(self, kernel, shape, inputs, scalars, device=None) -> list:
         elements = math.prod(shape)
         entry = self._compiled.get(kernel.key)
-        if entry is None and self._should_compile(kernel, elements):
-            entry = self._compiled[kernel.key] = self._compile(kernel)
         if entry is None:
-            profile.record_launch(kernel.name, CPU, elements, tier="numpy")
+            entry = self._prepare(kernel, elements)
+        if entry is None:
+            profile.record_launch(kernel.name, CPU, elements, tier="numpy",
+                                  compiling=kernel.key in self._pending)
             return interpret(kernel, shape, inputs, scalars)
         outputs = self._alloc_outputs(kernel, shape)
         args = [int(s) for s in shape]
+        keep = []   # buffers made contiguous here must outlive the call
         for (flat, offset, strides), inp in zip(inputs, kernel.inputs):
-            args += [flat, int(offset)] + [int(s) for s, c in zip(strides, inp.pattern) if c == "n"]
-        args += outputs
-        args += [d.np.type(v) for v, d in zip(scalars, kernel.scalars)]
+            if flat.ndim != 1 or (flat.strides[0] != flat.itemsize and flat.size > 1):
+                flat = np.ascontiguousarray(flat).reshape(-1)   # the entry point reads flat[offset + ...]
+                keep.append(flat)
+            args += [flat.ctypes.data, int(offset)] + [int(s) for s, c in zip(strides, inp.pattern) if c == "n"]
+        args += [o.ctypes.data for o in outputs]
+        for v, d in zip(scalars, kernel.scalars):
+            if d.kind == "c":
+                v = complex(v)
+                args += [v.real, v.imag]
+            else:
+                args.append(int(v) if d.kind in "biu" else float(v))
         profile.record_launch(kernel.name, CPU, elements, tier="numba")
-        parts = self._launch(entry.body, shape[0], elements, args)
+        parts = self._launch(entry, shape[0], elements, args)
+        del keep
+        if parts is None:
+            # the compiled kernel raised (e.g. an integer to a negative power): the numpy tier defines
+            # the semantics, so it runs the kernel again and raises numpy's error or returns its result
+            return interpret(kernel, shape, inputs, scalars)
         if entry.full:
             from ..codegen.numba import merge_partials
             for j, k in enumerate(entry.full):
-                outputs[k][0] = merge_partials(kernel, k, [p[j] for p in parts])
+                outputs[k][0] = merge_partials(kernel, k, list(parts[j]))
         return outputs
 
-    def _launch(self, body, rows: int, elements: int, args) -> list:
-        """Run body over the rows in slices; partials come back in slice order.
-        The split depends only on the size, never on the pool, so results are the same either way."""
+    def _launch(self, entry: _Native, rows: int, elements: int, args) -> list:
+        """Run the entry point over the rows in slices; returns one array of slice partials per
+        full reduction, or None if a slice raised. The split depends only on the size, never on
+        the pool, so results are the same either way."""
         if elements < settings.parallel_min_elements or rows < 2:
-            return [body(0, rows, *args)]
-        n = min(rows, CHUNKS)
+            n = 1
+        else:
+            n = min(rows, CHUNKS)
+        parts = [np.empty(n, d) for d in entry.acc]
+        base = [(p.ctypes.data, p.itemsize) for p in parts]
+        slots = np.empty(4 * n, np.int64)   # per slice: Numba's return slot and exception slot
+        ret = slots.ctypes.data
+        fn = entry.fn
+        if n == 1:
+            status = fn(ret, ret + 16, 0, rows, *args, *[b for b, _ in base])
+            return parts if status in (0, -2) else None
         bounds = [(c * rows // n, (c + 1) * rows // n) for c in range(n)]
-        parts = [None] * n
         workers = 1 if self._pool is None else min(self._threads, n)
 
         def work(w):
+            ok = True
             for c in range(w * n // workers, (w + 1) * n // workers):
-                parts[c] = body(bounds[c][0], bounds[c][1], *args)
+                status = fn(ret + 32 * c, ret + 32 * c + 16, bounds[c][0], bounds[c][1], *args,
+                            *[b + c * size for b, size in base])
+                ok &= status in (0, -2)   # 0: returned, -2: returned None
+            return ok
 
         futures = [self._pool.submit(work, w) for w in range(1, workers)]
-        work(0)  # the calling thread takes the first share
+        ok = work(0)  # the calling thread takes the first share
         for f in futures:
-            f.result()
-        return parts
+            ok &= f.result()
+        return parts if ok else None
+
+    # ---- tiers ------------------------------------------------------------
+    def _prepare(self, kernel, elements: int):
+        """The compiled entry of `kernel` if it can run compiled now, else None (numpy tier)."""
+        key = kernel.key
+        future = self._pending.get(key)
+        if future is not None:
+            if settings.cpu_mode == "jit":
+                future.exception()   # jit mode promises compiled code: wait for it
+            return self._adopt(kernel, future) if future.done() else None
+        if key in self._failed or not self._should_compile(kernel, elements):
+            return None
+        if settings.cpu_mode == "jit" or not settings.background_compile:
+            return self._install(kernel, *_build(kernel))
+        from ..codegen.numba import render
+        from . import native
+        source = render(kernel)
+        hit = native.load(source, kernel.name[3:30])   # a warm start: milliseconds, no Numba
+        if hit is not None:
+            return self._install(kernel, _Native(kernel, hit.address, hit), 0.0, "native")
+        self._pending[key] = self._compile_thread().submit(_build, kernel, source)
+        return None
+
+    def _adopt(self, kernel, future):
+        """Take over a finished background compile (on the caller's thread, so profiles see it)."""
+        if self._pending.pop(kernel.key, None) is None:
+            return self._compiled.get(kernel.key)
+        try:
+            result = future.result()
+        except Exception as exc:
+            self._failed.add(kernel.key)
+            warnings.warn(f"fastad: kernel {kernel.name} failed to compile ({type(exc).__name__}: {exc}); "
+                          f"it keeps running on the numpy tier", KernelCompileWarning, stacklevel=6)
+            return None
+        return self._install(kernel, *result)
+
+    def _install(self, kernel, entry: _Native, seconds: float, how: str) -> _Native:
+        if how == "compiled":
+            profile.record_compile(seconds)
+        else:
+            profile.record_cache_hit()
+        self._compiled[kernel.key] = entry
+        return entry
+
+    def _compile_thread(self) -> ThreadPoolExecutor:
+        if self._compiler is None:
+            self._compiler = ThreadPoolExecutor(1, thread_name_prefix="fastad-compile")
+            # at exit, drop queued compiles (the running one finishes); runs before the executor's own join
+            register = getattr(threading, "_register_atexit", None)
+            if register is not None:
+                compiler = self._compiler
+                register(lambda: compiler.shutdown(wait=False, cancel_futures=True))
+        return self._compiler
+
+    def wait_for_compiles(self, timeout: float | None = None) -> bool:
+        """Wait until every background compile has finished; True if none is left running."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for future in list(self._pending.values()):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                future.exception(timeout=left)
+            except Exception:   # timeout or cancelled: reported through the return value
+                pass
+        return all(f.done() for f in list(self._pending.values()))
+
+    def tier_of(self, kernel) -> str:
+        """Where `kernel` would run now: "compiled", "compiling" (numpy tier meanwhile), "failed", "numpy"."""
+        key = kernel.key
+        if key in self._compiled:
+            return "compiled"
+        if key in self._pending:
+            return "compiling"
+        return "failed" if key in self._failed else "numpy"
 
     def _should_compile(self, kernel, elements) -> bool:
         mode = settings.cpu_mode
@@ -126,12 +268,6 @@ class CpuBackend:
             return False
         seen = self._seen[kernel.key] = self._seen.get(kernel.key, 0) + 1
         return elements >= settings.jit_min_elements or seen >= settings.jit_after_calls
-
-    @staticmethod
-    def _compile(kernel) -> _Compiled:
-        from ..codegen.numba import render
-        loaded = load_kernel_module(render(kernel), name_hint=kernel.name[3:30])
-        return _Compiled(loaded, kernel)
 
     @staticmethod
     def _alloc_outputs(kernel, shape) -> list:
@@ -145,12 +281,9 @@ class CpuBackend:
         return contiguous(np.asarray(OPS[op].ref(*inputs, arg)))
 
 
-def _warm(fn, kernel) -> None:
-    """Compile (or load) `body` by calling it on a one-element problem."""
-    args = [0, 1] + [1] * kernel.ndim
-    for inp in kernel.inputs:
-        args += [np.zeros(1, inp.dtype.np), 0] + [0] * inp.n_strides
-    args += [np.empty(1, o.dtype.np) for o in kernel.outputs]
-    args += [d.np.type(0) for d in kernel.scalars]
-    with np.errstate(all="ignore"):
-        fn(*args)
+def wait_for_compiles(timeout: float | None = None) -> bool:
+    """Wait for the CPU backend's background compiles (tests, benchmarks); True if all finished.
+    The compiled versions take over at each kernel's next call."""
+    from . import _backends
+    backend = _backends.get("cpu")
+    return True if backend is None else backend.wait_for_compiles(timeout)

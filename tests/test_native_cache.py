@@ -1,0 +1,191 @@
+"""The native object cache (fastad.runtime.native): warm starts without Numba, damaged entries, sharing.
+
+Each test uses its own FASTAD_CACHE_DIR. Cross-process checks run `python -c`
+children; a cold child pays Numba's import and one kernel compile (~2-3 s).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastad as fa
+from fastad.config import settings
+from fastad.runtime import native
+from fastad.runtime.cache import CacheWarning, clear_cache
+from fastad.runtime.cpu import _build
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# One child run: the chain's value and gradient, compiled; prints what happened as JSON.
+_CHILD = textwrap.dedent("""
+    import json, sys, numpy as np, fastad as fa
+    from fastad.config import settings
+    settings.cpu_mode = "jit"
+    x = fa.asarray(np.linspace(-2, 2, 1001, dtype=np.float32) * float(sys.argv[1]), requires_grad=True)
+    with fa.profile() as p:
+        y = fa.sum(fa.sin(x) * fa.exp(-x * x) + fa.tanh(3 * x) * x)
+        y.backward()
+        v, g = float(y), x.grad.numpy()
+    print(json.dumps({"compiled": p.compiled, "hits": p.cache_hits, "tiers": [l.tier for l in p.kernels],
+                      "numba_imported": "numba" in sys.modules, "value": v, "grad": g[::50].tolist()}))
+""")
+
+
+def _spawn(cache: Path, scale: str = "1.0") -> subprocess.Popen:
+    env = dict(os.environ, FASTAD_CACHE_DIR=str(cache), PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-c", _CHILD, scale], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _result(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+N = 300_000   # large enough to run in slices on the thread pool
+X = np.linspace(-1, 1, N)
+
+
+def _kernel():
+    """A kernel planned by the scheduler: sum(tanh(x) * x + 0.5) over float64."""
+    from fastad.schedule import plan
+    x = fa.asarray(X)
+    y = fa.sum(fa.tanh(x) * x + 0.5)
+    (step,) = plan([y._node]).kernels()
+    assert len(step.kernel.inputs) == 1 and len(step.kernel.scalars) == 1
+    return step.kernel
+
+
+def _run(entry):
+    """Run a built entry through the CPU backend; returns (result, float64 reference)."""
+    from fastad.runtime.cpu import CpuBackend
+    kernel = _kernel()
+    backend = CpuBackend()
+    backend._compiled[kernel.key] = entry
+    (out,) = backend.run_kernel(kernel, (N,), [(X, 0, (1,))], [0.5])
+    return float(out[0]), np.sum(np.tanh(X) * X + 0.5)
+
+
+@pytest.fixture
+def cache_root(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    monkeypatch.setenv("FASTAD_CACHE_DIR", str(root))
+    clear_cache(disk=False)
+    yield root
+    clear_cache(disk=False)
+
+
+def test_warm_start_in_a_fresh_process_needs_no_numba(cache_root):
+    cold = _result(_spawn(cache_root))
+    warm = _result(_spawn(cache_root))
+    assert cold["compiled"] == 1 and cold["numba_imported"], cold
+    assert warm["compiled"] == 0 and warm["hits"] == 1 and warm["tiers"] == ["numba"], warm
+    assert not warm["numba_imported"]           # loaded through llvmlite alone
+    assert warm["value"] == cold["value"] and warm["grad"] == cold["grad"]
+    assert list((cache_root / f"native-{native.FORMAT_VERSION}").glob("*.o"))
+
+
+def test_four_processes_share_one_entry(cache_root):
+    results = [_result(p) for p in [_spawn(cache_root) for _ in range(4)]]
+    assert len({json.dumps([r["value"], r["grad"]]) for r in results}) == 1
+    (entry,) = (cache_root / f"native-{native.FORMAT_VERSION}").glob("*.o")
+    again = _result(_spawn(cache_root))
+    assert again["hits"] == 1 and again["compiled"] == 0 and not again["numba_imported"]
+    assert again["value"] == results[0]["value"]
+    assert entry.exists()
+
+
+def test_entry_round_trip_in_process(cache_root):
+    kernel = _kernel()
+    entry, _, how = _build(kernel)
+    assert how in ("compiled", "numba-cache")
+    got, want = _run(entry)
+    assert got == pytest.approx(want, rel=1e-13)
+    again, _, how = _build(kernel)
+    assert how == "native" and _run(again)[0] == got
+    (path,) = (cache_root / f"native-{native.FORMAT_VERSION}").glob("*.o")
+    head = native.cache._unframe(path.read_bytes(), str(path)).split(b"\n", 1)[0]
+    meta = json.loads(head)
+    assert not [s for s in meta["undefined"] if s.startswith(("numba", "NRT", "Py"))]   # no runtime needed
+
+
+@pytest.mark.parametrize("how", ["truncate", "garbage", "middle", "empty"])
+def test_damaged_entry_is_removed_and_rebuilt(cache_root, how):
+    kernel = _kernel()
+    _build(kernel)
+    (path,) = (cache_root / f"native-{native.FORMAT_VERSION}").glob("*.o")
+    data = path.read_bytes()
+    if how == "truncate":
+        data = data[: len(data) // 3]
+    elif how == "garbage":
+        data = os.urandom(len(data))
+    elif how == "middle":   # the checksum stops this before LLVM sees it
+        mid = len(data) // 2
+        data = data[:mid] + os.urandom(64) + data[mid + 64:]
+    else:
+        data = b""
+    path.write_bytes(data)
+    entry, _, built = _build(kernel)
+    assert built != "native"                    # the damaged entry was not used ...
+    got, want = _run(entry)
+    assert got == pytest.approx(want, rel=1e-13)
+    assert _build(kernel)[2] == "native"        # ... and a fresh one was written
+
+
+def test_unresolvable_symbol_is_a_miss_not_a_crash(cache_root):
+    kernel = _kernel()
+    _build(kernel)
+    (path,) = (cache_root / f"native-{native.FORMAT_VERSION}").glob("*.o")
+    payload = native.cache._unframe(path.read_bytes(), str(path))
+    head, obj = payload.split(b"\n", 1)
+    meta = json.loads(head)
+    meta["undefined"].append("fastad_no_such_symbol_anywhere")
+    path.write_bytes(native.cache._frame(json.dumps(meta).encode() + b"\n" + obj))
+    from fastad.codegen.numba import render
+    assert native.load(render(kernel), kernel.name[3:30]) is None
+    assert path.exists()                        # not damaged: another process may resolve it
+
+
+def test_symbol_table_reader(cache_root):
+    assert native.symbols(b"not an object") is None
+    kernel = _kernel()
+    _build(kernel)
+    (path,) = (cache_root / f"native-{native.FORMAT_VERSION}").glob("*.o")
+    head, obj = native.cache._unframe(path.read_bytes(), "").split(b"\n", 1)
+    defined, undefined = native.symbols(obj)
+    assert json.loads(head)["entry"] in defined and json.loads(head)["undefined"] == undefined
+
+
+def test_unwritable_cache_dir_falls_back_to_temp(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("FASTAD_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    clear_cache(disk=False)
+    from fastad.runtime import cache
+    monkeypatch.setattr(cache, "_ROOTS", {})
+    kernel = _kernel()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        entry, _, _ = _build(kernel)
+    assert [w for w in caught if issubclass(w.category, CacheWarning)]
+    got, want = _run(entry)
+    assert got == pytest.approx(want, rel=1e-13)
+    assert list((tmp_path / "tmp").rglob(f"native-{native.FORMAT_VERSION}/*.o"))
+    clear_cache(disk=False)
+
+
+def test_renderer_mathlib_hash_matches_mathlib():
+    from fastad.codegen import mathlib
+    from fastad.codegen.numba import mathlib_hash
+    assert mathlib_hash() == mathlib.SOURCE_HASH
