@@ -270,3 +270,30 @@ def test_mlp_learns_a_disc(make_opt):
         first = first if first is not None else loss.item()
     acc = (model(x).numpy().argmax(1) == label).mean()
     assert loss.item() < 0.5 * first and acc > 0.9, (first, loss.item(), acc)
+
+
+try:
+    from test_cuda_host import gpu  # noqa: F401 - the fixture: fastad's CUDA runtime over a numpy stand-in
+except ImportError:  # pragma: no cover
+    pass
+
+
+def test_training_step_on_an_emulated_cuda_device(gpu):
+    """The same model and step on "cuda:1" (host emulation) and on the CPU give the same numbers."""
+    rng = np.random.default_rng(9)
+    x, y = rng.standard_normal((12, 5)), rng.integers(0, 3, 12)
+    results = []
+    for device in ("cpu", "cuda:1"):
+        fa.random.seed(9)
+        model = nn.Sequential(nn.Linear(5, 7, device=device, dtype="float64"), nn.GELU(),
+                              nn.Linear(7, 3, device=device, dtype="float64"))
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(2):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(fa.asarray(x, device=device)), fa.asarray(y, device=device))
+            loss.backward()
+            opt.step()
+        assert all(p.device == fa.Device(device) for p in model.parameters())
+        results.append([loss.item()] + [p.numpy() for p in model.parameters()])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)

@@ -444,3 +444,31 @@ def test_training_bench_workloads_run_and_check(monkeypatch):
         out = runner.step()
         ok, detail = runner.check(out)
         assert ok, (case.impl, detail)
+
+
+# ---- the same update on a CUDA device, emulated on the host (tests/fake_cupy.py) -------------
+
+try:
+    from test_cuda_host import gpu  # noqa: F401 - the fixture: fastad's CUDA runtime over a numpy stand-in
+except ImportError:  # pragma: no cover
+    pass
+
+
+def test_fused_update_on_emulated_cuda_devices(gpu):
+    params, grads = _problem(seed=8, n_steps=3, shapes=[(20, 9), (40,)])
+    for device in ("cuda:0", "cuda:1"):
+        ts = [fa.asarray(p, device=device, requires_grad=True) for p in params]
+        opt = optim.Adam(ts, lr=0.05, amsgrad=True)
+        (bucket,) = opt.buckets(0)
+        assert bucket.device == fa.Device(device)
+        for k, gs in enumerate(grads):
+            for t, g in zip(ts, gs):
+                t.grad = fa.asarray(g, device=device)
+            with fa.profile() as prof:
+                opt.step()
+            assert prof.launched == 1, str(prof)
+        for t, w in zip(ts, ref_adam(params, grads, 0.05, amsgrad=True)):
+            assert t.device == fa.Device(device)
+            np.testing.assert_allclose(t.numpy(), w, rtol=1e-12, atol=1e-14)
+        sd = opt.state_dict()
+        assert sd["state"][0]["exp_avg"].device == fa.Device(device)
