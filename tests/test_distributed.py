@@ -109,3 +109,18 @@ def test_result_buffers_are_recycled_only_once_nothing_refers_to_them():
     d = r.empty((16,), np.float32)
     assert not np.shares_memory(d, b) and not np.shares_memory(d, c)
     assert r.empty((2,), np.float32).base is None  # below min_bytes: a plain allocation
+
+
+def test_the_demo_trains_data_parallel_like_one_process():
+    import re
+    if importlib.util.find_spec("fastad.demo") is None:
+        pytest.skip("fastad.demo is not in this checkout")
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "fastad.distributed.demo", "--epochs", "2", "--hidden", "32",
+           "--verify", "--no-progress", "--no-compile", "--device", "cpu"]
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-6000:]
+    assert out.count("test accuracy:") == 1, out  # only rank 0 prints
+    acc = float(re.search(r"test accuracy: ([\d.]+)%", out).group(1))
+    diff = float(re.search(r"largest parameter difference .*: (\S+)", out).group(1))
+    assert acc > 50 and diff < 1e-4, out
