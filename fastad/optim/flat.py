@@ -15,6 +15,8 @@ keeps its values. A parameter rebound by someone else (`p.copy_(x)`,
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..creation import buffer_node
@@ -27,7 +29,7 @@ __all__ = ["FlatBucket", "flat_view"]
 
 def flat_view(flat: Node, offset: int, shape: tuple) -> Node:
     """A computed node whose buffer is `flat`'s elements offset..offset+size, reshaped (a view, no copy)."""
-    size = int(np.prod(shape, dtype=np.int64))
+    size = math.prod(shape)
     buf = flat.buffer[offset:offset + size].reshape(shape)
     return Node("buffer", (), tuple(shape), flat.dtype, flat.device, buffer=buf)
 
@@ -91,7 +93,7 @@ class FlatBucket:
         for p, shape in zip(self.params, self.shapes):
             g = p.grad
             if g is None:
-                nodes.append(const(0, (int(np.prod(shape, dtype=np.int64)),), self.dtype, self.device))
+                nodes.append(const(0, (math.prod(shape),), self.dtype, self.device))
                 continue
             if g.shape != shape:
                 raise RuntimeError(f"a gradient has shape {g.shape}, its parameter {shape}")
