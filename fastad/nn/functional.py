@@ -89,17 +89,10 @@ def _reduce(loss: Tensor, reduction: str, name: str) -> Tensor:
     raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
-_ARANGE: dict = {}
-
-
 def _classes(n: int, device) -> Tensor:
-    """0..n-1 as a (1, n) int64 row on `device` (kept: a training loop asks for it every step)."""
-    key = (n, str(device))
-    row = _ARANGE.get(key)
-    if row is None:
-        from ..creation import asarray
-        row = _ARANGE[key] = asarray(np.arange(n, dtype=np.int64).reshape(1, n), device=device)
-    return row
+    """0..n-1 as a (1, n) int64 row on `device`."""
+    from ..creation import asarray
+    return asarray(np.arange(n, dtype=np.int64).reshape(1, n), device=device)
 
 
 def cross_entropy(input: Tensor, target, reduction: str = "mean") -> Tensor:
