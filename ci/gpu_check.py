@@ -5,7 +5,8 @@
     python ci/gpu_check.py extras OUT     host overhead per launch, deterministic bit-identity,
                                           a launch over 2^31 elements -> OUT/extras.json
     python ci/gpu_check.py summary OUT    everything so far -> OUT/gpu-check.json and
-                                          OUT/gpu-<date>.json (+ benchmarks/results/ in a checkout)
+                                          OUT/gpu-<date>.json (+ benchmarks/results/ in a checkout,
+                                          or $GPU_CHECK_RESULTS; "" for none)
 
 Every step writes its JSON as soon as it has something, atomically, so whatever a timeout cuts
 short leaves the results measured before it. `summary` imports neither fastad nor CuPy and can run
@@ -342,8 +343,9 @@ def step_summary(out: pathlib.Path) -> int:
     write_json(out / "gpu-check.json", summary)
     day = datetime.date.today().isoformat()
     write_json(out / f"gpu-{day}.json", summary)
-    results = ROOT / "benchmarks" / "results"
-    if env.get("gpus") and results.is_dir() and os.access(results, os.W_OK):   # only real GPU runs
+    # a copy for the repository (only runs that saw a GPU); GPU_CHECK_RESULTS="" turns it off
+    results = pathlib.Path(os.environ.get("GPU_CHECK_RESULTS", ROOT / "benchmarks" / "results"))
+    if env.get("gpus") and str(results) not in ("", ".") and results.is_dir() and os.access(results, os.W_OK):
         write_json(results / f"gpu-{day}.json", summary)
     print("== summary")
     print(f"gpu      {summary['gpu']['model']} (driver {summary['driver']}, CUDA {summary['cuda_runtime']}, "
