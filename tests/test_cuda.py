@@ -176,6 +176,7 @@ STRATEGIES = {
     "natural-rows": (None, (20_000, 37)),
     "natural-few-rows": (None, (5, 400_000)),
     "thread": (dict(force_group=0), (3000, 77)),
+    "columns": (dict(force_group=0, force_chunks=29), (3000, 2000)),   # thread per row, rows in 29 chunks
     "warp": (dict(force_group=1), (3000, 77)),
     "block": (dict(force_group=2, force_chunks=1), (300, 5000)),
     "chunks": (dict(force_group=2, force_chunks=37), (7, 100_000)),
