@@ -8,18 +8,44 @@ the gradients flowing into each tensor. The caller decides where gradients go
 (`sink`) and then realizes them all at once, so the scheduler can fuse the
 whole backward pass, and the forward pass with it.
 
-Grad mode (`no_grad`, `enable_grad`) lives here too.
+With `create_graph` the same walk runs on tensors instead of nodes: the
+rules then build their graph through the frontend, which records GradFns, so
+the gradient can itself be differentiated (higher order) by the same rules.
+
+TensorFlow-style tapes (`fastad.tape`) share this walk. A tape records an op
+when the op runs while the tape is active and one of its inputs is watched by
+the tape or was made by an op the tape recorded; each GradFn lists the tapes
+that recorded it (`tapes`), and a tape's gradient follows only those GradFns.
+So ops run outside a tape's block, or on tensors it does not watch, are
+invisible to it, and tapes never free a graph another tape still needs.
+
+Grad mode (`no_grad`, `enable_grad`) and the active tapes live here too.
 """
 from __future__ import annotations
 
 import functools
 import threading
 
-from .ops import OPS, VJPContext, apply
+from .ops import OPS, VJPContext, f
 
-__all__ = ["GradFn", "backward", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled"]
+__all__ = ["GradFn", "backward", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
+           "active_tapes", "recording_tapes"]
 
 _state = threading.local()
+
+# GradientTapes inside whose `with` block we are, innermost last (fastad.tape manages it)
+active_tapes: list = []
+
+
+def recording_tapes(inputs) -> tuple:
+    """The active tapes that record an op on `inputs`: those that see (watch, or recorded the
+    making of) at least one input. Trainable variables are watched on first use, unless the
+    tape was made with watch_accessed_variables=False."""
+    out = ()
+    for tape in active_tapes:
+        if tape._recording and any(tape._sees(t) for t in inputs):
+            out += (tape,)
+    return out
 
 
 def is_grad_enabled() -> bool:
@@ -89,11 +115,12 @@ class enable_grad(_SwitchOnEnter):
 class GradFn:
     """How a tensor was made: the op, its parents (None where no gradient was wanted), their nodes, the output node."""
 
-    __slots__ = ("op", "parents", "src_nodes", "arg", "out", "freed")
+    __slots__ = ("op", "parents", "src_nodes", "arg", "out", "freed", "tapes")
 
-    def __init__(self, op: str, parents: tuple, src_nodes: tuple, arg, out):
+    def __init__(self, op: str, parents: tuple, src_nodes: tuple, arg, out, tapes: tuple = ()):
         self.op, self.parents, self.src_nodes, self.arg, self.out = op, parents, src_nodes, arg, out
         self.freed = False
+        self.tapes = tapes      # the recording sessions of the GradientTapes that recorded this op
 
     @property
     def name(self) -> str:
@@ -107,7 +134,14 @@ class GradFn:
         return f"<{self.name}>"
 
 
-def _topo(roots) -> list:
+def _followed(fn, tape):
+    """The GradFn a walk goes through (None: the tensor ends the walk, like a leaf)."""
+    if fn is None or (tape is not None and tape._session not in fn.tapes):
+        return None
+    return fn
+
+
+def _topo(roots, tape=None) -> list:
     """Tensors with a GradFn reachable from roots, parents before children."""
     order, seen = [], set()
     for root in roots:
@@ -121,7 +155,7 @@ def _topo(roots) -> list:
                 continue
             seen.add(id(t))
             stack.append((t, True))
-            fn = t._ctx
+            fn = _followed(t._ctx, tape)
             if fn is not None and not fn.freed:
                 for p in fn.parents:
                     if p is not None and id(p) not in seen:
@@ -138,22 +172,26 @@ _MODIFIED = ("a tensor used by an operation was later modified by an in-place op
              "y.mul_(...)) and its gradient can no longer be traced; use an out-of-place update (y = y + ...)")
 
 
-def backward(roots: list, seeds: list, sink, retain_graph: bool = False, stop_at=None) -> None:
-    """Propagate `seeds` (nodes shaped like `roots`) back through the recorded graph.
+def backward(roots: list, seeds: list, sink, retain_graph: bool = False, stop_at=None,
+             create_graph: bool = False, tape=None) -> None:
+    """Propagate `seeds` (shaped like `roots`) back through the recorded graph.
 
-    `sink(tensor, grad_node)` receives the total gradient of every tensor that
-    ends the walk: leaves, and tensors in `stop_at` (ids) or with retain_grad.
+    `sink(tensor, grad)` receives the total gradient of every tensor that ends
+    the walk: leaves, and tensors in `stop_at` (ids) or with retain_grad. The
+    gradients are nodes; with `create_graph` they are tensors whose own graph is
+    recorded (seeds must then be tensors). `tape`: follow only the GradFns that
+    this GradientTape recorded.
     """
     grads: dict[int, object] = {}
     for r, s in zip(roots, seeds):
         grads[id(r)] = _accumulate(grads.get(id(r)), s)
     stop_at = stop_at or set()
-    order = _topo(roots)
+    order = _topo(roots, tape)
     for t in reversed(order):
         g = grads.pop(id(t), None)
         if g is None:
             continue
-        fn = t._ctx
+        fn = _followed(t._ctx, tape)
         if fn is None or id(t) in stop_at or t._retains_grad:
             sink(t, g)
             if fn is None:
@@ -161,18 +199,27 @@ def backward(roots: list, seeds: list, sink, retain_graph: bool = False, stop_at
         if fn.freed:
             raise RuntimeError(_FREED)
         rule = OPS[fn.op].vjp
-        in_grads = rule(VJPContext(fn.out, fn.src_nodes, fn.arg), g)
+        if create_graph:
+            ctx = VJPContext(t.__class__(fn.out, fn), _saved_tensors(t.__class__, fn), fn.arg)
+        else:
+            ctx = VJPContext(fn.out, fn.src_nodes, fn.arg)
+        in_grads = rule(ctx, g)
         for parent, src, pg in zip(fn.parents, fn.src_nodes, in_grads):
             if pg is not None and parent is not None:
                 if parent._ctx is not None and parent._node is not src:
                     # its GradFn now describes the in-place result, not the value this op used
                     raise RuntimeError(_MODIFIED)
                 if pg.dtype is not parent.dtype:
-                    pg = apply("cast", pg, arg=parent.dtype)
+                    pg = f.cast(pg, arg=parent.dtype)
                 grads[id(parent)] = _accumulate(grads.get(id(parent)), pg)
         if not retain_graph:
             fn.free()
 
 
+def _saved_tensors(cls, fn) -> tuple:
+    """The inputs of `fn` as tensors that still carry their own history (for create_graph)."""
+    return tuple(p if p is not None and p._node is n else cls(n) for p, n in zip(fn.parents, fn.src_nodes))
+
+
 def _accumulate(acc, g):
-    return g if acc is None else apply("add", acc, g)
+    return g if acc is None else f.add(acc, g)

@@ -74,9 +74,15 @@ def const(value, shape: tuple, dtype, device) -> Node:
 
 
 def _scalar(value, dtype):
-    """The Python scalar `value` rounded to `dtype`, so folding and printing agree with the buffer."""
+    """The Python scalar `value` rounded to `dtype`, so folding and printing agree with the buffer.
+    A Python int out of an integer dtype's range raises OverflowError (numpy's rule), never wraps."""
     if type(value) in (float, int, bool) and dtype.kind == "f":
         return dtype.np.type(value).item()
+    if type(value) is int and dtype.kind in "iu":
+        info = np.iinfo(dtype.np)
+        if not info.min <= value <= info.max:
+            raise OverflowError(f"Python integer {value} out of bounds for {dtype.name}")
+        return value
     return np.asarray(value).astype(dtype.np).item()
 
 
@@ -148,19 +154,39 @@ def _fold(op: Op, srcs, arg, shape, out_dtype) -> Optional[Node]:
     return None
 
 
+# Derivative rules build graph through `f`. Given nodes they build nodes (a first-order
+# backward pass: nothing is recorded). Given tensors they build tensors through the
+# frontend, which records GradFns, so the gradient graph is itself differentiable
+# (create_graph, nested tapes, fastad.grad of fastad.grad): one set of rules for every order.
+_tensor_builder = None   # (apply(name, srcs, arg) -> Tensor, like(value, tensor) -> Tensor)
+
+
+def install_tensor_builder(apply_fn, like_fn) -> None:
+    """Called once by `fastad.tensor`, which sits above this module."""
+    global _tensor_builder
+    _tensor_builder = (apply_fn, like_fn)
+
+
+def node_of(x) -> Node:
+    """The node behind a node or a tensor (rules that inspect structure, e.g. a constant exponent)."""
+    return x if type(x) is Node else x._node
+
+
 class _Builder:
     """`f.mul(a, b)` is `apply("mul", a, b)`: lets derivative rules read like math.
     One method per op is attached below, once the table is complete."""
 
     @staticmethod
     def like(value, node: Node) -> Node:
+        if type(node) is not Node:
+            return _tensor_builder[1](value, node)
         return const(value, node.shape, node.dtype, node.device)
 
     @staticmethod
     def unreduce(g: Node, axes: tuple, shape: tuple) -> Node:
         """Broadcast a gradient of a reduction over `axes` back to the input `shape`."""
         kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
-        return apply("expand", apply("reshape", g, arg=kept), arg=tuple(shape))
+        return f.expand(f.reshape(g, arg=kept), arg=tuple(shape))
 
     @staticmethod
     def reduce_to(g: Node, shape: tuple) -> Node:
@@ -168,7 +194,7 @@ class _Builder:
         axes = tuple(i for i, (a, b) in enumerate(zip(shape, g.shape)) if a == 1 and b != 1)
         if not axes:
             return g
-        return apply("reshape", apply("sum", g, arg=axes), arg=tuple(shape))
+        return f.reshape(f.sum(g, arg=axes), arg=tuple(shape))
 
 
 f = _Builder()
@@ -244,11 +270,12 @@ def _div_vjp(c, g):
 
 def _pow_vjp(c, g):
     a, b, y = c.a, c.b, c.y
+    bn = node_of(b)
     # d/da a**b = b * a**(b-1); 0 where b == 0, as in PyTorch (not the nan of 0 * 0**-1)
     ga = f.mul(g, f.mul(b, f.pow(a, f.sub(b, f.like(1, b)))))
-    if b.op == "const" and b.arg == 0:
+    if bn.op == "const" and bn.arg == 0:
         ga = f.like(0, g)
-    elif b.op != "const":
+    elif bn.op != "const":
         ga = f.where(f.eq(b, f.like(0, b)), f.like(0, g), ga)
     # no shortcut for a constant b: a constant leaf (fastad.full(..., requires_grad=True)) needs gb too;
     # the backward pass drops gb, unrealized, when b wants no gradient.
@@ -277,8 +304,9 @@ _binary("floordiv", np.floor_divide, "floordiv({0}, {1})",
         lambda c, g: (f.like(0, c.a), f.like(0, c.b)))
 _binary("mod", np.remainder, "mod({0}, {1})",
         lambda c, g: (g, f.neg(f.mul(g, f.floordiv(c.a, c.b)))))
-_binary("maximum", np.maximum, "maximum({0}, {1})", _minmax_vjp(lambda a, b: f.gt(a, b)))
-_binary("minimum", np.minimum, "minimum({0}, {1})", _minmax_vjp(lambda a, b: f.lt(a, b)))
+# maximum/minimum take bool too (logical or/and), as numpy and PyTorch do
+_binary("maximum", np.maximum, "maximum({0}, {1})", _minmax_vjp(lambda a, b: f.gt(a, b)), domain="any")
+_binary("minimum", np.minimum, "minimum({0}, {1})", _minmax_vjp(lambda a, b: f.lt(a, b)), domain="any")
 for _name, _ref, _sym in (("lt", np.less, "<"), ("le", np.less_equal, "<="), ("gt", np.greater, ">"),
                           ("ge", np.greater_equal, ">="), ("eq", np.equal, "=="),
                           ("ne", np.not_equal, "!=")):
@@ -443,6 +471,16 @@ class VJPContext:
     b = property(lambda self: self.srcs[1])
 
 
+def _builder_method(name):
+    def build(*srcs, arg=None):
+        for s in srcs:
+            if type(s) is not Node:
+                return _tensor_builder[0](name, srcs, arg)
+        return apply(name, *srcs, arg=arg)
+    build.__name__ = name
+    return staticmethod(build)
+
+
 for _op in OPS:
-    setattr(_Builder, _op, staticmethod(functools.partial(apply, _op)))
+    setattr(_Builder, _op, _builder_method(_op))
 del _op

@@ -168,43 +168,66 @@ class _KernelBuilder:
         return k
 
     def value(self, node: Node, moves: tuple, root: bool = False) -> int:
-        """The statement computing `node` read through `moves`; `root`: compute it even if materialized."""
-        key = (id(node), moves)
-        hit = self.memo.get(key)
-        if hit is not None:
-            return hit
-        if node.op == "const":
-            # one argument per const node, never merged by value: a cached plan must stay valid
-            # when the same structure comes back with other constants
-            k = self.scalar_index.get(id(node))
-            if k is None:
-                k = self.scalar_index[id(node)] = len(self.scalars)
-                self.scalars.append(node)
-            out = self._emit(Stmt("scalar", (), node.dtype, k))
-        elif node.buffer is not None or (id(node) in self.materialized and not root):
-            view = View.contiguous(node.shape)
-            for op, arg, below in moves:
-                nxt = view.apply(op, arg)
-                if nxt is None:
-                    raise _Materialize(below)
-                view = nxt
-            ikey = (id(node), view)
-            k = self.input_index.get(ikey)
-            if k is None:
-                k = self.input_index[ikey] = len(self.inputs)
-                self.inputs.append((node, view))
-            out = self._emit(Stmt("load", (), node.dtype, k))
-        elif OPS[node.op].kind == MOVEMENT:
-            return self.value(node.srcs[0], ((node.op, node.arg, node.srcs[0]),) + moves)
-        elif OPS[node.op].kind == ELEMENTWISE:
-            if any(op == "expand" and below.shape != arg for op, arg, below in moves):
-                raise _Materialize(node)  # don't recompute a subgraph once per broadcast element
-            srcs = tuple(self.value(s, moves) for s in node.srcs)
-            out = self._emit(Stmt(node.op, srcs, node.dtype, node.arg))
-        else:  # a reduction or library op not yet materialized
-            raise _Materialize(node)
-        self.memo[key] = out
-        return out
+        """The statement computing `node` read through `moves`; `root`: compute it even if materialized.
+
+        Iterative (an explicit stack, children before parents): a chain of thousands of
+        elementwise ops is one deep expression, far past Python's recursion limit."""
+        memo = self.memo
+        stack = [(node, moves, root)]
+        while stack:
+            n, mv, is_root = stack[-1]
+            key = (id(n), mv)
+            if key in memo:
+                stack.pop()
+                continue
+            if n.op == "const":
+                out = self._scalar(n)
+            elif n.buffer is not None or (id(n) in self.materialized and not is_root):
+                out = self._load(n, mv)
+            elif OPS[n.op].kind == MOVEMENT:
+                below = (n.srcs[0], ((n.op, n.arg, n.srcs[0]),) + mv)
+                hit = memo.get((id(below[0]), below[1]))
+                if hit is None:
+                    stack.append(below + (False,))
+                    continue
+                out = hit
+            elif OPS[n.op].kind == ELEMENTWISE:
+                if any(op == "expand" and b.shape != arg for op, arg, b in mv):
+                    raise _Materialize(n)  # don't recompute a subgraph once per broadcast element
+                missing = [(s, mv, False) for s in n.srcs if (id(s), mv) not in memo]
+                if missing:
+                    stack.extend(reversed(missing))
+                    continue
+                srcs = tuple(memo[(id(s), mv)] for s in n.srcs)
+                out = self._emit(Stmt(n.op, srcs, n.dtype, n.arg))
+            else:  # a reduction or library op not yet materialized
+                raise _Materialize(n)
+            memo[key] = out
+            stack.pop()
+        return memo[(id(node), moves)]
+
+    def _scalar(self, node: Node) -> int:
+        # one argument per const node, never merged by value: a cached plan must stay valid
+        # when the same structure comes back with other constants
+        k = self.scalar_index.get(id(node))
+        if k is None:
+            k = self.scalar_index[id(node)] = len(self.scalars)
+            self.scalars.append(node)
+        return self._emit(Stmt("scalar", (), node.dtype, k))
+
+    def _load(self, node: Node, moves: tuple) -> int:
+        view = View.contiguous(node.shape)
+        for op, arg, below in moves:
+            nxt = view.apply(op, arg)
+            if nxt is None:
+                raise _Materialize(below)
+            view = nxt
+        ikey = (id(node), view)
+        k = self.input_index.get(ikey)
+        if k is None:
+            k = self.input_index[ikey] = len(self.inputs)
+            self.inputs.append((node, view))
+        return self._emit(Stmt("load", (), node.dtype, k))
 
 
 def plan(outputs: list[Node]) -> Plan:

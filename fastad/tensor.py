@@ -17,11 +17,11 @@ import operator
 import numpy as np
 
 from . import dtypes as dt
-from .autodiff import GradFn, is_grad_enabled, no_grad
+from .autodiff import GradFn, active_tapes, is_grad_enabled, no_grad, recording_tapes
 from .device import Device
 from .errors import AxisError
 from .graph import freeze
-from .ops import OPS, apply, const
+from .ops import OPS, apply, const, install_tensor_builder
 from .realize import mark_dirty, realize
 
 __all__ = ["Tensor"]
@@ -227,8 +227,12 @@ class Tensor:
         return fastad
 
     # ---- autodiff ---------------------------------------------------------
-    def backward(self, gradient=None, retain_graph: builtins.bool | None = None, inputs=None) -> None:
-        """Accumulate d(self)/d(leaf) into every leaf's `.grad` (PyTorch semantics)."""
+    def backward(self, gradient=None, retain_graph: builtins.bool | None = None, create_graph: builtins.bool = False,
+                 inputs=None) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad` (PyTorch semantics).
+
+        With `create_graph=True` the gradients are recorded too (`.grad` has a grad_fn),
+        so they can be differentiated again; `retain_graph` then defaults to True."""
         from .autodiff import backward as run_backward
         if not self._tracked:
             raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
@@ -245,14 +249,20 @@ class Tensor:
             if g.device != self.device:
                 raise ValueError(f"backward: gradient on {g.device}, tensor on {self.device}")
             seed = g._node if g.dtype is self.dtype else apply("cast", g._node, arg=self.dtype)
+        if create_graph:
+            seed = gradient if isinstance(gradient, Tensor) and gradient.dtype is self.dtype else Tensor(seed)
+        if retain_graph is None:
+            retain_graph = create_graph
         touched = []
 
         def sink(t, g):
-            if t.grad is None:
+            if create_graph:  # out of place, so the recorded gradient keeps its history
+                t.grad = g if t.grad is None else _apply("add", t.grad, g)
+            elif t.grad is None:
                 t.grad = Tensor(g)
             else:
                 t.grad._node = apply("add", t.grad._node, g)
-            touched.append(t.grad)
+            touched.append(t)
 
         only = None
         if inputs is not None:
@@ -262,9 +272,10 @@ class Tensor:
             def sink(t, g):  # noqa: F811 - restricts the sink to `inputs`
                 if id(t) in only:
                     inner(t, g)
-        run_backward([self], [seed], sink, retain_graph=builtins.bool(retain_graph), stop_at=only)
+        run_backward([self], [seed], sink, retain_graph=builtins.bool(retain_graph), stop_at=only,
+                     create_graph=create_graph)
         # value and gradients in one realisation, so the scheduler can fuse them
-        realize([self._node] + [g._node for g in touched])
+        realize([self._node] + [t.grad._node for t in touched])
 
     def zero_(self) -> "Tensor":
         return self._assign(const(0, self.shape, self.dtype, self.device), "zero_")
@@ -436,15 +447,31 @@ for _name in ("exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh
 # ---------------------------------------------------------------------------
 
 def _apply(name: str, *inputs: Tensor, arg=None) -> Tensor:
-    """Build `name(*inputs)` and record its GradFn when a gradient may flow through it."""
+    """Build `name(*inputs)` and record its GradFn when a gradient may flow through it
+    (an input requires grad, or an active GradientTape sees an input)."""
     nodes = tuple([t._node for t in inputs])
     node = apply(name, *nodes, arg=arg)
     if node.dtype.kind in "fc" and is_grad_enabled():
-        parents = tuple([t if t._tracked else None for t in inputs])
+        tapes = recording_tapes(inputs) if active_tapes else ()
+        if tapes:
+            parents = tuple([t if t._tracked or builtins.any(tp._sees(t) for tp in tapes) else None
+                             for t in inputs])
+        else:
+            parents = tuple([t if t._tracked else None for t in inputs])
         for p in parents:
             if p is not None:
-                return Tensor(node, GradFn(name, parents, nodes, arg, node))
+                return Tensor(node, GradFn(name, parents, nodes, arg, node,
+                                           tuple([tp._session for tp in tapes])))
     return Tensor(node)
+
+
+def _builder_apply(name, srcs, arg):
+    """Derivative rules on tensors (create_graph): each op recorded like any other."""
+    return _apply(name, *[s if isinstance(s, Tensor) else Tensor(s) for s in srcs], arg=arg)
+
+
+install_tensor_builder(_builder_apply, lambda value, like: Tensor(const(value, like.shape, like.dtype,
+                                                                          like.device)))
 
 
 def _fresh(x: Tensor) -> Tensor:

@@ -391,8 +391,8 @@ def test_tape_list_and_tuple_sources_and_watch():
     assert isinstance(gl, list) and len(gl) == 3 and gl[2] is None
     np.testing.assert_array_equal(gl[0].numpy(), [6.0, 12.0])
     assert gl[1].item() == 5.0
-    assert isinstance(gt, list) and gt[1].item() == 5.0
-    assert not t.requires_grad  # watching ends with the block
+    assert isinstance(gt, tuple) and gt[1].item() == 5.0  # the sources' structure, as TensorFlow
+    assert not t.requires_grad  # watching is the tape's business, not a requires_grad flag
 
 
 def test_tape_without_watch_gives_none():

@@ -59,7 +59,9 @@ def _call(name: str, args: list, d: dt.DType, out: dt.DType) -> str:
     if name in _MATHLIB and sfx:
         return f"{name}_{sfx}({x})"
     if name == "pow":
-        return f"pow_{sfx}({x}, {args[1]})" if sfx else f"({x} ** {args[1]})"
+        # integers: numpy's wrap-around power, raising on negative exponents as numpy does at any size
+        return f"pow_{sfx}({x}, {args[1]})" if sfx else (
+            f"ipow(np.int64({x}), np.int64({args[1]}))" if d.kind == "i" else f"upow({x}, {args[1]})")
     if name in ("exp", "log", "sin", "cos", "tan", "tanh") and d.kind == "c":
         return f"cmath.{name}({x})"  # complex: Numba's cmath (no mathlib version)
     simple = {
@@ -80,8 +82,10 @@ def _call(name: str, args: list, d: dt.DType, out: dt.DType) -> str:
         return f"({a} if ({a} <= {b}) or ({a} != {a}) else {b})"
     if name == "where":
         return f"({args[1]} if {a} else {args[2]})"
+    if name in ("floordiv", "mod") and sfx:
+        return f"{name}_{sfx}({a}, {b})"  # numpy's divmod: the two agree, as the gradient of mod needs
     if name == "floordiv":
-        return f"np.floor({a} / {b})" if d.is_floating else f"({a} // {b})"
+        return f"({a} // {b})"
     if name == "mod":
         return f"({a} % {b})"
     raise NotImplementedError(f"numba renderer: no intrinsic {name!r} for {d.name}")
