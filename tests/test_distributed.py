@@ -79,6 +79,12 @@ def test_a_collective_times_out_and_ends_the_job():
     assert seconds < 30  # rank 1 sleeps for 120 s: the abort ended it
 
 
+def test_ranks_that_init_differently_all_get_the_same_error():
+    rc, out, _ = _launch("faults.py", "init", timeout=60)
+    assert rc == 0, out
+    assert "rank 0: init mismatch ok" in out and "rank 1: init mismatch ok" in out, out
+
+
 def test_no_mpi_import_until_init_and_a_one_rank_job_without_mpiexec():
     r = subprocess.run([sys.executable, str(HERE / "distributed" / "single_process.py")], env=_env(),
                        capture_output=True, text=True, timeout=120, cwd=ROOT)

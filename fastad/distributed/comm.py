@@ -120,15 +120,30 @@ def init(device=None, *, timeout: float | None = None, debug: bool | None = None
         device = "cuda" if is_available() else "cpu"
     dev = Device(device)
     state = _State(comm, MPI, local_rank, local_size, dev, timeout, bool(debug))
+    _state = state
+    atexit.register(_at_exit)
+    if abort_on_error:  # from here on, a failing rank (NCCL bootstrap included) ends the job
+        _install_excepthook()
+    _check_setup(state)
     if dev.type == "cuda":
         # "cuda" alone: the GPU is picked by local rank; "cuda:N" pins it
         explicit = isinstance(device, str) and ":" in device
         state.device = _init_nccl(state, dev.index if explicit else None)
-    _state = state
-    atexit.register(_at_exit)
-    if abort_on_error:
-        _install_excepthook()
     return state.device
+
+
+def _check_setup(st: _State) -> None:
+    """Every rank must use the same kind of device and the same debug mode (debug mode adds a
+    collective to each one): compare them once, with the deadline."""
+    mine = np.array([st.device.type == "cuda", st.debug], np.int64)
+    every = np.empty((st.size, 2), np.int64)
+    _wait_mpi(st, st.comm.Iallgather(mine, every), "init", st.timeout)
+    if not (every == every[0]).all():
+        global _state
+        _state = None  # not initialized: collectives refuse to run
+        rows = "\n".join(f"  rank {r}: device {'cuda' if c else 'cpu'}, debug {bool(d)}"
+                         for r, (c, d) in enumerate(every))
+        raise DistributedError(f"ranks called init() differently (rank {st.rank} raising):\n{rows}")
 
 
 def _init_nccl(state: _State, index):
