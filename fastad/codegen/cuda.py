@@ -4,9 +4,10 @@ Start at `render`, which returns a `CudaSource`: the source text, its
 `extern "C"` entry names and the kernel it came from. `CudaSource.plan` turns a
 runtime shape into a `LaunchPlan` (grid, block, reduction strategy, index
 width) and `execute` runs a plan through any array module and launcher: the
-CUDA runtime (`fastad.runtime.cuda`) passes CuPy and compiled RawModule
-functions; the tests pass numpy and the same source compiled as host C++.
-Nothing here imports CuPy.
+CUDA runtime (`fastad.runtime.cuda`) passes CuPy and the functions of the
+NVRTC-compiled module; the tests pass numpy and the same source compiled as
+host C++. Compiling (the NVRTC flags, nvcc checks) is in
+`fastad.codegen.cuda_compile`, re-exported here. Nothing here imports CuPy.
 
 Generated source
 ----------------
@@ -51,9 +52,6 @@ import importlib.resources
 import os
 import pathlib
 import re
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -61,6 +59,8 @@ import numpy as np
 
 from ..kernel_ir import Kernel
 from ..ops import OPS
+from .cuda_compile import (compile_with_nvcc, compile_with_nvrtc, defines, nvcc_path, nvrtc_arch,  # noqa: F401
+                           nvrtc_options, nvrtc_supported_archs, nvrtc_version)
 
 __all__ = ["render", "CudaSource", "LaunchPlan", "execute", "kernel_template_dir", "acc_dtype",
            "compile_with_nvcc", "compile_with_nvrtc", "nvrtc_options", "nvrtc_arch", "nvrtc_version",
@@ -179,11 +179,8 @@ class CudaSource:
 
     @staticmethod
     def options(index_bits: int = 32, fast_math: bool = False) -> tuple[str, ...]:
-        """Compiler options (NVRTC and nvcc alike) for one build of the source."""
-        opts = [f"-DFA_INDEX_BITS={index_bits}"]
-        if fast_math:
-            opts.append("-DFA_FAST_MATH=1")
-        return tuple(opts)
+        """The -D options of one build of the source (`cuda_compile.defines`)."""
+        return defines(index_bits, fast_math)
 
     def cache_key(self, index_bits: int = 32, fast_math: bool = False) -> tuple:
         """Structure only: the same for every size and scalar value (the device is the runtime's to add)."""
@@ -642,106 +639,3 @@ def _expr(template: str, srcs: tuple[int, ...], wrap: str | None = None) -> str:
     if wrap:
         return _PLACEHOLDER.sub(lambda m: f"(({wrap})v{srcs[int(m.group(1))]})", out)
     return _PLACEHOLDER.sub(lambda m: f"v{srcs[int(m.group(1))]}", out)
-
-
-# ---------------------------------------------------------------------------
-# Offline checking with nvcc (no GPU needed)
-# ---------------------------------------------------------------------------
-
-def nvcc_path() -> str | None:
-    """The nvcc binary ($NVCC, then PATH, then /usr/local/cuda/bin), or None."""
-    for cand in (os.environ.get("NVCC"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
-        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
-            return cand
-    return None
-
-
-def compile_with_nvcc(sources: Sequence[str], *, files: Sequence[str | os.PathLike] = (),
-                      options: Sequence[str] = (), arch: str = "sm_90", timeout: float = 300) -> None:
-    """Compile rendered `sources` as ONE translation unit (duplicates dropped), plus each of
-    `files` as its own unit, in a single `nvcc --ptx` call. Raises RuntimeError with nvcc's
-    output on failure, FileNotFoundError when nvcc is missing.
-
-    Other tests use this to check kernels the scheduler builds:
-    `compile_with_nvcc([render(k).source for k in kernels])`.
-    """
-    nvcc = nvcc_path()
-    if nvcc is None:
-        raise FileNotFoundError("nvcc not found (set $NVCC or put it on PATH)")
-    with tempfile.TemporaryDirectory(prefix="fastad-nvcc-") as tmp:
-        units = []
-        if sources:
-            tu = pathlib.Path(tmp) / "fastad_rendered.cu"
-            tu.write_text("\n".join(dict.fromkeys(sources)))
-            units.append(str(tu))
-        for f in files:
-            units.append(str(pathlib.Path(f).resolve()))
-        if not units:
-            return
-        out = pathlib.Path(tmp) / "ptx"
-        out.mkdir()
-        cmd = [nvcc, "--ptx", f"-arch={arch}", "-odir", str(out), *options, *units]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        if res.returncode != 0:
-            raise RuntimeError(f"nvcc failed ({' '.join(cmd)}):\n{res.stderr}{res.stdout}")
-
-
-def nvrtc_options(index_bits: int = 32, fast_math: bool = False, arch: str = "sm_90") -> tuple[str, ...]:
-    """Every option NVRTC gets for one build, in the runtime and in the offline tests alike.
-
-    Subnormals are kept (-ftz=false) and division and square root are IEEE: numpy's results for
-    exp(x) at x in (-103.97, -87.34), log(sigmoid(x)) there, or 1/1e-40f. CuPy's RawModule cannot
-    give this (CuPy 14.2 appends -ftz=true after the caller's options and the last one wins), so
-    the runtime compiles with these options itself and loads the cubin with cupy.cuda.function.Module.
-    `arch`: sm_XX (cubin) or compute_XX (PTX, for a GPU newer than this NVRTC knows).
-    """
-    return (f"-arch={arch}", "--device-as-default-execution-space", "-ftz=false", "-prec-div=true",
-            "-prec-sqrt=true", "-fmad=true") + CudaSource.options(index_bits, fast_math)
-
-
-def nvrtc_arch(compute_capability: str | int, supported: Sequence[int]) -> str:
-    """The -arch value for a device of `compute_capability` ("90") given NVRTC's supported archs:
-    sm_XX (a cubin) when NVRTC knows the device, else compute_<newest known> (PTX the driver JITs)."""
-    cc = int(compute_capability)
-    known = sorted(int(a) for a in supported)
-    if not known:
-        raise RuntimeError("NVRTC reports no supported GPU architecture")
-    if cc in known:
-        return f"sm_{cc}"
-    if cc > known[-1]:
-        return f"compute_{known[-1]}"
-    raise RuntimeError(f"this NVRTC (architectures {known[0]}..{known[-1]}) cannot compile for a device "
-                       f"of compute capability {cc // 10}.{cc % 10}")
-
-
-def compile_with_nvrtc(source: str, *, options: Sequence[str] | None = None, ptx: bool = False) -> bytes:
-    """Compile one rendered source with NVRTC (no GPU needed); `options` default to `nvrtc_options()`.
-
-    Returns a cubin for an `-arch=sm_XX` build, PTX for `-arch=compute_XX` or when `ptx` is set.
-    The CUDA runtime compiles every kernel through this function. Needs CuPy and the NVRTC library
-    (pip: cupy-cuda13x[ctk]); ImportError / OSError when they are missing, RuntimeError with NVRTC's
-    log when the source is rejected.
-    """
-    from cupy_backends.cuda.libs import nvrtc   # lazy: only the CUDA runtime and tests call this
-    options = nvrtc_options() if options is None else tuple(options)
-    prog = nvrtc.createProgram(source, "fastad_kernel.cu", [], [])
-    try:
-        try:
-            nvrtc.compileProgram(prog, list(options))
-        except nvrtc.NVRTCError as e:
-            raise RuntimeError(f"NVRTC rejected the source ({e}):\n{nvrtc.getProgramLog(prog)}") from None
-        if ptx or not any(o.startswith("-arch=sm_") for o in options):
-            return nvrtc.getPTX(prog)
-        return nvrtc.getCUBIN(prog)
-    finally:
-        nvrtc.destroyProgram(prog)
-
-
-def nvrtc_version() -> tuple[int, int]:
-    from cupy_backends.cuda.libs import nvrtc
-    return tuple(nvrtc.getVersion())
-
-
-def nvrtc_supported_archs() -> tuple[int, ...]:
-    from cupy_backends.cuda.libs import nvrtc
-    return tuple(nvrtc.getSupportedArchs())
