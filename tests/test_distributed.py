@@ -56,6 +56,7 @@ def test_data_parallel_matches_one_process_and_stays_bit_identical():
     rc, out, _ = _launch("data_parallel.py")
     assert rc == 0, out[-6000:]
     assert "rank 0: data parallel ok" in out and "rank 1: data parallel ok" in out
+    assert "rank 0: data parallel mismatch ok" in out and "rank 1: data parallel mismatch ok" in out
 
 
 def test_a_raising_rank_ends_the_job_with_its_error_shown():

@@ -457,13 +457,21 @@ def _read_signature(sig) -> str:
 
 
 def _check_agreement(st: _State, kind, shape, dtype, spec) -> None:
-    mine = _signature(kind, shape, dtype, spec)
+    check_same(_signature(kind, shape, dtype, spec), "a collective", spec.timeout, _read_signature)
+
+
+def check_same(mine: np.ndarray, what: str, timeout: float | None = None, describe=str) -> None:
+    """Raise CollectiveMismatchError on every rank unless every rank passes equal int64 arrays
+    (one small all-gather); `describe` renders one rank's array for the message."""
+    st = _require()
+    mine = np.ascontiguousarray(mine, np.int64).reshape(-1)
     every = np.empty((st.size, mine.size), np.int64)
-    _wait_mpi(st, st.comm.Iallgather(mine, every), f"{kind} (debug check of shapes)", spec.timeout)
+    _wait_mpi(st, st.comm.Iallgather(mine, every), f"the check of {what}",
+              st.timeout if timeout is None else timeout)
     if (every == every[0]).all():
         return
-    lines = "\n".join(f"  rank {r}: {_read_signature(s)}" for r, s in enumerate(every))
-    raise CollectiveMismatchError(f"ranks disagree on a collective (rank {st.rank} raising):\n{lines}")
+    lines = "\n".join(f"  rank {r}: {describe(s)}" for r, s in enumerate(every))
+    raise CollectiveMismatchError(f"ranks disagree on {what} (rank {st.rank} raising):\n{lines}")
 
 
 # ---------------------------------------------------------------------------

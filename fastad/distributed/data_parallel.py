@@ -149,7 +149,16 @@ class DataParallel:
         self.layouts = _layouts(self.params, optimizer)
         self.buckets = _buckets(self.layouts, int(bucket_mb * 2 ** 20))
         self.timeout = st.timeout if timeout is None else float(timeout)
+        # every rank must hold the same parameters: mismatched buffers would reduce silently wrong
+        comm.check_same(self._layout_signature(), "the model's parameters (DataParallel)", self.timeout,
+                        lambda s: f"{s[0]} parameters, {s[1]} elements, {s[2]} buckets, layout hash {s[3]}")
         self.broadcast_parameters(root)
+
+    def _layout_signature(self) -> np.ndarray:
+        desc = repr([(lay.dtype.name, str(lay.device), lay.shapes) for lay in self.layouts]
+                    + [(b.start, b.stop) for b in self.buckets])
+        digest = int.from_bytes(hashlib.blake2b(desc.encode(), digest_size=8).digest(), "little", signed=True)
+        return np.array([len(self.params), sum(lay.numel for lay in self.layouts), len(self.buckets), digest])
 
     def __call__(self, *args, **kwargs):
         return self.module(*args, **kwargs)

@@ -105,3 +105,12 @@ except dist.DistributedError as e:
 else:
     raise AssertionError("drift not detected")
 print(f"rank {R}: data parallel ok", flush=True)
+
+# ranks whose models differ are told so before any gradient is reduced
+try:
+    dist.DataParallel(MLP(seed=1).params[: 4 if R == 0 else 3])
+except dist.CollectiveMismatchError as e:
+    assert "rank 0: 4 parameters" in str(e) and "rank 1: 3 parameters" in str(e), str(e)
+else:
+    raise AssertionError("mismatched models not detected")
+print(f"rank {R}: data parallel mismatch ok", flush=True)
