@@ -368,3 +368,19 @@ def test_chain_value_and_gradient_allocate_only_the_gradient(jit):
         tracemalloc.stop()
     assert peak <= n * 4 + 2 * n * 4, f"peak {peak / (n * 4):.2f} buffers of N float32"
     assert peak >= n * 4  # the gradient itself is allocated (the measurement works)
+
+
+def test_float32_sums_accumulate_in_blocks_with_numpy_accuracy(jit):
+    """float32 sums run in float32 lanes per block of 256, blocks added in float64: the result is
+    within one float32 rounding of the exact sum, like numpy's pairwise sum or better."""
+    rng = np.random.default_rng(7)
+    cases = [rng.uniform(0, 1, 1_000_003), rng.standard_normal(300_001) * 1e3 + 5e3,
+             np.concatenate([np.full(500_000, 1e4), np.full(500_000, 1e-3)])]
+    for xn in cases:
+        xn = xn.astype(np.float32)
+        got = float(fa.sum(fa.asarray(xn) * 1.5))
+        terms = (xn * np.float32(1.5)).astype(np.float64)   # the float32 products, summed exactly
+        exact = float(np.sum(terms))
+        ulp = float(np.spacing(np.float32(abs(exact))))
+        numpy_err = abs(float(np.sum(xn * np.float32(1.5))) - exact)
+        assert abs(got - exact) <= max(ulp, numpy_err), (got, exact, ulp, numpy_err)

@@ -280,7 +280,12 @@ def _body(kernel: Kernel) -> str:
              if i not in invariant]
     stmts += [f"out{k}[{flat_index(list(range(nd)))}] = {_stored(f'v{o.value}', o.dtype)}"
               for k, o in enumerate(kernel.outputs) if not o.reduce]
-    stmts += [_update(kernel.outputs[k].reduce, f"acc{k}", f"v{kernel.outputs[k].value}") for k in reductions]
+    # float32 sums of a 1-D kernel accumulate in float32 vector lanes over blocks of _BLOCK elements,
+    # each block added to a float64 total: no conversion per element, numpy-like (blocked) accuracy
+    blocked = [k for k in reductions if nd == 1 and n_outer == 0 and kernel.outputs[k].reduce == "sum"
+               and kernel.outputs[k].dtype is dt.float32]
+    stmts += [_update(kernel.outputs[k].reduce, f"blk{k}" if k in blocked else f"acc{k}",
+                      f"v{kernel.outputs[k].value}") for k in reductions]
     # the max/min update above drops nans; count them so the result can still be nan, as in numpy
     stmts += [f"nan{k} += v{kernel.outputs[k].value} != v{kernel.outputs[k].value}" for k in extrema]
 
@@ -304,6 +309,14 @@ def _body(kernel: Kernel) -> str:
     ind = "    "
     if n_outer == 0:
         lines += inits(ind)
+    if blocked:
+        lines += [ind + f"for b0 in range(lo, hi, {_BLOCK}):", ind + f"    b1 = min(b0 + {_BLOCK}, hi)"]
+        lines += [ind + f"    blk{k} = np.float32(0)" for k in blocked]
+        lines += [ind + "    for j in range(b1 - b0):", ind + "        i0 = b0 + j"]
+        lines += [ind + "        " + s for s in stmts]
+        lines += [ind + f"    acc{k} += np.float64(blk{k})" for k in blocked]
+        lines += [f"    part{j}[0] = {_stored(result(k), kernel.outputs[k].dtype)}" for j, k in enumerate(full)]
+        return "\n".join(lines)
     lines += [ind + "for j in range(hi - lo):", ind + "    i0 = lo + j"]
     ind += "    "
     if n_outer == 1:
@@ -322,6 +335,9 @@ def _body(kernel: Kernel) -> str:
                          + _stored(f"{_np_type(o.dtype)}({result(k)})", o.dtype))
     lines += [f"    part{j}[0] = {_stored(result(k), kernel.outputs[k].dtype)}" for j, k in enumerate(full)]
     return "\n".join(lines)
+
+
+_BLOCK = 256   # elements per float32 block sum: at most 256 / lanes sequential float32 adds per lane
 
 
 def accumulator_dtype(kernel: Kernel, k: int) -> np.dtype:

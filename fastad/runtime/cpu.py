@@ -172,17 +172,21 @@ class CpuBackend:
             return parts if status in (0, -2) else None
         bounds = [(c * rows // n, (c + 1) * rows // n) for c in range(n)]
         workers = 1 if self._pool is None else min(self._threads, n)
+        # slices are claimed one at a time (next() on a shared iterator is atomic under the GIL), so a
+        # thread that starts late or runs slower takes fewer of them instead of leaving the others idle;
+        # each slice writes its own partials, so the claim order never changes a result
+        claim = iter(range(n))
 
-        def work(w):
+        def work():
             ok = True
-            for c in range(w * n // workers, (w + 1) * n // workers):
+            for c in claim:
                 status = fn(ret + 32 * c, ret + 32 * c + 16, bounds[c][0], bounds[c][1], *args,
                             *[b + c * size for b, size in base])
                 ok &= status in (0, -2)   # 0: returned, -2: returned None
             return ok
 
-        futures = [self._pool.submit(work, w) for w in range(1, workers)]
-        ok = work(0)  # the calling thread takes the first share
+        futures = [self._pool.submit(work) for _ in range(1, workers)]
+        ok = work()  # the calling thread works too
         for f in futures:
             ok &= f.result()
         return parts if ok else None
