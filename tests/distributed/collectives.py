@@ -122,6 +122,37 @@ def test_gradients():
                                    else 1e-12)
 
 
+def test_finite_differences():
+    """A chain of every collective, float64: backward matches central differences of the global loss."""
+    rng = np.random.default_rng(11)
+    ws = [rng.standard_normal((4, 3)) for _ in range(W)]
+    cs = [rng.standard_normal((8, 3)) for _ in range(W)]
+    x0 = rng.standard_normal((W, 4, 3))  # every rank's input
+
+    def local_loss(x):
+        g1 = dist.all_gather(x)
+        g2 = dist.reduce_scatter(fa.sin(g1) * fa.asarray(cs[R]), "mean")
+        g3 = dist.all_reduce(g2 * x, "sum")
+        g4 = dist.broadcast(g3 * g3, root=1)
+        return (fa.asarray(ws[R]) * g4).sum()
+
+    x = fa.tensor(x0[R], requires_grad=True)
+    local_loss(x).backward()
+    grad = x.grad.numpy()
+    h = 1e-6
+    for s in range(W):
+        for i in np.ndindex(4, 3):
+            vals = []
+            for sign in (1, -1):
+                xp = x0[R].copy()
+                if R == s:
+                    xp[i] += sign * h
+                vals.append(dist.all_reduce(local_loss(fa.asarray(xp)), "sum").item())
+            fd = (vals[0] - vals[1]) / (2 * h)
+            if R == s:
+                assert abs(fd - grad[i]) <= 1e-6 * max(1.0, abs(fd)), (s, i, fd, grad[i])
+
+
 def test_debug_mismatch():
     shape = (3,) if R == 0 else (4,)
     expect_error(dist.CollectiveMismatchError, lambda: dist.all_reduce(fa.ones(shape)),
@@ -136,6 +167,7 @@ def test_debug_mismatch():
 
 test_values()
 test_gradients()
+test_finite_differences()
 test_debug_mismatch()
 dist.barrier()
 print(f"rank {R}: collectives ok", flush=True)
