@@ -11,6 +11,7 @@ and the probe's preflight.
 from __future__ import annotations
 
 import importlib.util
+import os
 import pathlib
 import sys
 
@@ -154,6 +155,11 @@ def test_compiled_images_are_cached_on_disk(gpu):
     runtime._backends["cuda"]._functions.clear()       # a new process: memory cache empty
     (fa.cos(x) + 1).numpy()
     assert len(fake_cupy.COMPILED) == n
+    for f in (pathlib.Path(os.environ["FASTAD_CACHE_DIR"])).rglob("*.img"):
+        f.write_bytes(b"\xff damaged")                    # the driver would refuse it
+    runtime._backends["cuda"]._functions.clear()
+    np.testing.assert_allclose((fa.cos(x) + 1).numpy(), np.cos(np.arange(4)) + 1, rtol=1e-6)
+    assert len(fake_cupy.COMPILED) == n + 1
 
 
 # ---------------------------------------------------------------------------

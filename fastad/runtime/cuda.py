@@ -94,8 +94,9 @@ def import_dlpack(x, index: int, copy: bool | None = None):
         return c_contiguous(cupy.from_dlpack(x), copy=copy)
 
 
-def compile_image(source: str, options: tuple) -> bytes:
-    """The NVRTC image (cubin, or PTX for a compute_XX arch) of `source`, from the disk cache when there.
+def compile_image(source: str, options: tuple, *, refresh: bool = False) -> bytes:
+    """The NVRTC image (cubin, or PTX for a compute_XX arch) of `source`, from the disk cache when there
+    (refresh=True: compile anew and replace the cached file, e.g. one the driver refused to load).
 
     Keyed by sha256 of the source, the options and the NVRTC version; published atomically, so
     concurrent processes never read a partial file."""
@@ -104,7 +105,7 @@ def compile_image(source: str, options: tuple) -> bytes:
     folder = cache.cache_dir() / f"cuda-nvrtc{version[0]}.{version[1]}"
     path = folder / f"{key[:40]}.img"
     try:
-        data = path.read_bytes()
+        data = b"" if refresh else path.read_bytes()
         if data:
             return data
     except OSError:
@@ -186,10 +187,14 @@ class CudaBackend:
             record_cache_hit()
             return fns
         t0 = time.perf_counter()
-        image = compile_image(src.source, cg.nvrtc_options(bits, FAST_MATH, self._arch(index)))
+        options = cg.nvrtc_options(bits, FAST_MATH, self._arch(index))
         with cupy.cuda.Device(index):
             module = cupy.cuda.function.Module()
-            module.load(image)
+            try:
+                module.load(compile_image(src.source, options))
+            except Exception:  # a damaged cache file: compile again and replace it
+                module = cupy.cuda.function.Module()
+                module.load(compile_image(src.source, options, refresh=True))
             fns = {e: module.get_function(e) for e in src.entries}
         record_compile(time.perf_counter() - t0)
         self._modules[key] = module
