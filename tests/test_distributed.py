@@ -52,6 +52,12 @@ def test_every_collective_every_dtype_and_gradients_and_debug_mismatch():
     assert "rank 0: collectives ok" in out and "rank 1: collectives ok" in out
 
 
+def test_the_nccl_path_against_host_stand_ins_for_cupy_and_nccl():
+    rc, out, _ = _launch("nccl_standin.py")
+    assert rc == 0, out[-6000:]
+    assert "rank 0: nccl stand-in ok" in out and "rank 1: nccl stand-in ok" in out
+
+
 def test_data_parallel_matches_one_process_and_stays_bit_identical():
     rc, out, _ = _launch("data_parallel.py")
     assert rc == 0, out[-6000:]
