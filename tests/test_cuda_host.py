@@ -17,6 +17,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fastad as fa
 from fastad import runtime
@@ -85,6 +87,25 @@ def test_strided_cupy_arrays_read_their_own_elements(gpu, kind):
     np.testing.assert_array_equal(t.numpy(), expect)
     assert float(fa.sum(t).numpy()) == pytest.approx(float(expect.sum()))
     np.testing.assert_allclose(fa.sin(fa.from_dlpack(fake_cupy.Producer(view)) * 2).numpy(), np.sin(expect * 2), rtol=1e-6)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_strided_view_reads_its_own_elements(gpu, data):
+    """Random 2-d views (steps of either sign, transposes, broadcasts) give numpy's values and sums."""
+    shape = data.draw(st.tuples(st.integers(1, 6), st.integers(1, 6)))
+    base = on(0, np.arange(np.prod(shape), dtype=np.float64).reshape(shape) - 7.5)
+    index = tuple(slice(data.draw(st.integers(0, n - 1)), None, data.draw(st.sampled_from([1, 2, -1, -2])))
+                  for n in shape)
+    view = base[index]
+    if data.draw(st.booleans()):
+        view = view.T
+    if data.draw(st.booleans()):
+        view = fake_cupy.broadcast_to(view[:1], (3,) + view.shape[1:])
+    expect = np.array(view)
+    t = fa.asarray(fake_cupy.Producer(view))
+    np.testing.assert_array_equal(t.numpy(), expect)
+    np.testing.assert_allclose(fa.sum(t * t, axis=0).numpy(), (expect * expect).sum(axis=0))
 
 
 def test_contiguous_producers_are_shared_and_copy_false_refuses_strided(gpu):

@@ -14,6 +14,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fastad import dtypes as dt
 from fastad.codegen import cuda as cg
@@ -32,11 +34,12 @@ def sum_kernel(d, pattern, reduce_ndim=1, reduces=("sum",)):
 
 COLUMN = sum_kernel(F32, "1n", reduces=("sum", "max"))          # (N, B) iteration, input (B, N) C-order
 COLUMN64 = sum_kernel(F64, "1n")
+COLUMN_I64 = sum_kernel(dt.int64, "1n")
 ROW = sum_kernel(F32, "n1")
 FULL = sum_kernel(F32, "1")
 WITH_STORE = Kernel(2, 1, (Input(F32, "1n"),), (), (Stmt("load", (), F32, 0), Stmt("mul", (0, 0), F32)),
                     (Output(0, F32, "sum"), Output(1, F32)))
-KERNELS = [COLUMN, COLUMN64, ROW, FULL, WITH_STORE]
+KERNELS = [COLUMN, COLUMN64, COLUMN_I64, ROW, FULL, WITH_STORE]
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +160,16 @@ def test_nvrtc_arch_choice():
     assert cg.nvrtc_arch(120, (75, 80, 90, 100)) == "compute_100"       # newer GPU: PTX, JIT by the driver
     with pytest.raises(RuntimeError, match="compute capability 6.0"):
         cg.nvrtc_arch(60, (75, 80, 90))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.integers(1, 70), cols=st.integers(1, 300), chunks=st.integers(1, 40), det=st.booleans(),
+       dtype=st.sampled_from(["float64", "int64"]), seed=st.integers(0, 2 ** 16))
+def test_column_reduction_property(emu, rows, cols, chunks, det, dtype, seed):
+    """Any chunking of a leading-axis reduction, either finish, equals numpy's sum."""
+    k = COLUMN64 if dtype == "float64" else COLUMN_I64
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-1000, 1000, size=(cols, rows)).astype(dtype)     # exact in both dtypes
+    (s,) = emu.run(k, (rows, cols), [(x.reshape(-1), 0, (1, rows))], deterministic=det,
+                   force_group=0, force_chunks=min(chunks, cols))
+    np.testing.assert_array_equal(s, x.sum(axis=0))
