@@ -192,8 +192,10 @@ def _adam_checker(p0, g0, to_host, get_p, count):
     def check(out):
         got = to_host(get_p())[:_ADAM_CHECK].astype(np.float64)
         want = _adam_reference(p0, g0, count[0])
-        err = float(np.max(np.abs(got - want) / (np.abs(want) + 1e-3)))
-        return err <= 1e-4, f"after {count[0]} steps: max relative error {err:.2e} on {_ADAM_CHECK} parameters"
+        # float32 rounding: ~1e-7 of |p| per step; the 0.1 keeps parameters near zero from dividing by ~0
+        err = float(np.max(np.abs(got - want) / (np.abs(want) + 0.1)))
+        return err <= 1e-4, f"after {count[0]} steps: max error {err:.2e} (relative to |p| + 0.1) on " \
+                            f"{_ADAM_CHECK} parameters"
     return check
 
 
