@@ -277,6 +277,19 @@ def test_flat_grads_and_given_flat_grads():
         opt.step(flat_grads={0: [flat[:3]]})
 
 
+def test_scalar_and_empty_parameters():
+    s = fa.asarray(np.array(2.0), requires_grad=True)
+    e = fa.zeros((0, 3), dtype="float64", requires_grad=True)
+    w = fa.asarray(np.ones(3), requires_grad=True)
+    opt = optim.Adam([s, e, w], lr=0.1)
+    (s * s * fa.sum(w)).backward()
+    e.grad = fa.zeros((0, 3), dtype="float64")
+    opt.step()
+    assert s.shape == () and e.shape == (0, 3)
+    np.testing.assert_allclose([s.item(), *w.numpy()], [1.9, 0.9, 0.9, 0.9], rtol=1e-9)
+    assert list(opt.state_dict()["state"]) == [0, 2]  # the empty parameter has no state
+
+
 def test_zero_grad():
     w = fa.asarray(np.ones(4), requires_grad=True)
     opt = optim.SGD([w], lr=1.0)
@@ -372,6 +385,8 @@ def test_bad_arguments():
         optim.SGD([{"params": [w], "betas": (0.9, 0.9)}], lr=0.1)
     with pytest.raises(TypeError, match="floating point"):
         optim.SGD([fa.arange(3)], lr=0.1)
+    with pytest.raises(TypeError, match="real floating point"):
+        optim.Adam([fa.asarray(np.ones(2, np.complex64), requires_grad=True)])
     opt = optim.SGD([w], lr=0.1)
     opt.param_groups[0]["params"].append(fa.ones(2, requires_grad=True))
     w.grad = fa.ones(3)

@@ -71,8 +71,8 @@ def _check_params(params) -> list:
             raise TypeError(f"optimizer can only optimize fastad Tensors, got {type(p).__name__}")
         if not p.is_leaf:
             raise ValueError("can't optimize a non-leaf Tensor")
-        if not p.dtype.is_floating:
-            raise TypeError(f"optimizer can only optimize floating point tensors, not {p.dtype.name}")
+        if p.dtype.kind != "f":
+            raise TypeError(f"optimizer can only optimize real floating point tensors, not {p.dtype.name}")
     return params
 
 
