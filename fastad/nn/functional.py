@@ -81,7 +81,8 @@ def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
 
 def _reduce(loss: Tensor, reduction: str, name: str) -> Tensor:
     if reduction == "mean":
-        return _mean(loss)
+        # the 1/n scale inside the sum: the reduction's kernel applies it (mean() would add a kernel)
+        return _sum(loss * (1.0 / loss.size)) if loss.size else _mean(loss)
     if reduction == "sum":
         return _sum(loss)
     if reduction == "none":
