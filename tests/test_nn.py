@@ -5,6 +5,7 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
+from hypothesis import given, settings as hsettings, strategies as st
 
 import fastad as fa
 from fastad import nn, optim
@@ -196,6 +197,25 @@ def test_cross_entropy_matches_reference_and_closed_form(reduction):
         return (scale * (np_softmax(x) - onehot),)
 
     check_op(lambda t: F.cross_entropy(t, fa.asarray(labels), reduction=reduction), ref, logits, closed_form=closed)
+
+
+@hsettings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 9), c=st.integers(1, 12), scale=st.sampled_from([1.0, 30.0, 1e3]),
+       seed=st.integers(0, 2 ** 16), dim=st.sampled_from([0, 1]))
+def test_softmax_family_properties(n, c, scale, seed, dim):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c)) * scale
+    labels = rng.integers(0, c, n)
+    t = fa.asarray(x, requires_grad=True)
+    ls = F.log_softmax(t, dim=dim).numpy()
+    np.testing.assert_allclose(ls, np_log_softmax(x, dim), rtol=1e-12, atol=1e-12 * scale)
+    np.testing.assert_allclose(np.exp(ls).sum(axis=dim), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(F.softmax(t, dim=dim).numpy(), np_softmax(x, dim), rtol=1e-12, atol=1e-300)
+    loss = F.cross_entropy(t, labels)
+    want = -np_log_softmax(x)[np.arange(n), labels].mean()
+    np.testing.assert_allclose(loss.item(), want, rtol=1e-12, atol=1e-12 * scale)
+    loss.backward()
+    np.testing.assert_allclose(t.grad.numpy(), (np_softmax(x) - np.eye(c)[labels]) / n, rtol=1e-10, atol=1e-15)
 
 
 def test_cross_entropy_backward_is_one_fused_kernel():
