@@ -125,7 +125,7 @@ class CpuBackend:
         if entry is None:
             profile.record_launch(kernel.name, CPU, elements, tier="numpy",
                                   compiling=kernel.key in self._pending)
-            return interpret(kernel, shape, inputs, scalars)
+            return interpret(kernel, shape, inputs, scalars, run_blocks=self._run_blocks)
         outputs = self._alloc_outputs(kernel, shape)
         args = [int(s) for s in shape]
         keep = []   # buffers made contiguous here must outlive the call
@@ -190,6 +190,20 @@ class CpuBackend:
         for f in futures:
             ok &= f.result()
         return parts if ok else None
+
+    def _run_blocks(self, f, n: int) -> None:
+        """f(0) .. f(n-1) on the pool and this thread, each index claimed once (any order)."""
+        workers = 1 if self._pool is None else min(self._threads, n)
+        claim = iter(range(n))
+
+        def work():
+            for b in claim:
+                f(b)
+
+        futures = [self._pool.submit(work) for _ in range(1, workers)]
+        work()
+        for fut in futures:
+            fut.result()
 
     # ---- tiers ------------------------------------------------------------
     def _prepare(self, kernel, elements: int):
