@@ -487,3 +487,41 @@ def test_fused_update_on_emulated_cuda_devices(gpu):
             np.testing.assert_allclose(t.numpy(), w, rtol=1e-12, atol=1e-14)
         sd = opt.state_dict()
         assert sd["state"][0]["exp_avg"].device == fa.Device(device)
+
+
+def test_memory_stays_flat_over_training_steps():
+    import gc
+    import tracemalloc
+    import weakref
+    from fastad import nn
+    from fastad.nn import functional as F
+    fa.random.seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 4))
+    opt = optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
+    sched = lr_scheduler.StepLR(opt, step_size=7)
+    rng = np.random.default_rng(0)
+    x, y = fa.asarray(rng.random((64, 16), dtype=np.float32)), fa.asarray(rng.integers(0, 4, 64))
+
+    def step():
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        sched.step()
+
+    for _ in range(10):
+        step()
+    (bucket,) = opt.buckets(0)
+    old = [weakref.ref(bucket.flat.buffer)] + [weakref.ref(n.buffer) for n in bucket.state.values()]
+    step()
+    gc.collect()
+    assert all(r() is None for r in old), "a step kept the previous flat buffers alive"
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(60):  # each step allocates ~40 KB of new flat buffers and drops the old ones
+            step()
+        gc.collect()
+        growth = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert growth < 256 * 1024, f"{growth / 1024:.0f} KiB more after 60 steps"
