@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from ..autodiff import no_grad
 from ..creation import buffer_node
 from ..graph import Node
 from ..ops import apply, const
@@ -66,10 +67,14 @@ class FlatBucket:
 
     # ---- parameters ---------------------------------------------------------
     def bind(self, flat: Node) -> None:
-        """Make `flat` (realized) the parameters' storage: each parameter becomes a view of its slice."""
+        """Make `flat` (realized) the parameters' storage: each parameter becomes a view of its slice.
+
+        The rebinding goes through `Tensor._assign`, the one path of in-place updates."""
         self.flat = flat
-        for i, p in enumerate(self.params):
-            p._node = self._bound[i] = flat_view(flat, self.offsets[i], self.shapes[i])
+        with no_grad():
+            for i, p in enumerate(self.params):
+                p._assign(flat_view(flat, self.offsets[i], self.shapes[i]), "optimizer step")
+                self._bound[i] = p._node
 
     def flat_params(self) -> Node:
         """The parameters as one flat node: the bound buffer, or a fresh gather if any was rebound."""
