@@ -381,6 +381,8 @@ def test_bad_arguments():
         optim.SGD([w * 2], lr=0.1)
     with pytest.raises(ValueError, match="more than one parameter group"):
         optim.SGD([{"params": [w]}, {"params": [w]}], lr=0.1)
+    with pytest.raises(ValueError, match="'params' entry"):
+        optim.SGD([{"lr": 0.1}], lr=0.1)
     with pytest.raises(TypeError, match="unknown hyperparameter"):
         optim.SGD([{"params": [w], "betas": (0.9, 0.9)}], lr=0.1)
     with pytest.raises(TypeError, match="floating point"):

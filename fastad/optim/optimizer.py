@@ -107,6 +107,8 @@ class Optimizer:
         if not isinstance(param_group, dict):
             raise TypeError(f"a param group must be a dict, got {type(param_group).__name__}")
         group = dict(param_group)
+        if "params" not in group:
+            raise ValueError("a param group needs a 'params' entry")
         ps = group["params"]
         params = _check_params([ps] if isinstance(ps, Tensor) else ps)
         if len({id(p) for p in params}) != len(params):
