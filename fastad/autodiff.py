@@ -200,7 +200,8 @@ def backward(roots: list, seeds: list, sink, retain_graph: bool = False, stop_at
             raise RuntimeError(_FREED)
         rule = OPS[fn.op].vjp
         if create_graph:
-            ctx = VJPContext(t.__class__(fn.out, fn), _saved_tensors(t.__class__, fn), fn.arg)
+            # the output is `t` itself: a second tensor for the same GradFn would be walked twice later
+            ctx = VJPContext(t, _saved_tensors(t.__class__, fn), fn.arg)
         else:
             ctx = VJPContext(fn.out, fn.src_nodes, fn.arg)
         in_grads = rule(ctx, g)

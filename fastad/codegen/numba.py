@@ -65,7 +65,7 @@ def _call(name: str, args: list, d: dt.DType, out: dt.DType) -> str:
     if name in ("exp", "log", "sin", "cos", "tan", "tanh") and d.kind == "c":
         return f"cmath.{name}({x})"  # complex: Numba's cmath (no mathlib version)
     simple = {
-        "sqrt": f"np.sqrt({x})", "abs": f"abs({x})", "sign": f"{T}(np.sign({x}))",
+        "sqrt": f"np.sqrt({x})", "abs": f"abs({x})", "sign": _sign(x, d),
         "floor": f"np.floor({x})", "ceil": f"np.ceil({x})", "round": f"np.rint({x})",
         "isnan": f"({x} != {x})", "isinf": f"np.isinf({x})", "isfinite": f"np.isfinite({x})",
         "logical_not": f"(not {x})",
@@ -76,19 +76,32 @@ def _call(name: str, args: list, d: dt.DType, out: dt.DType) -> str:
     if name == "cast":
         return f"({x} != 0)" if out is dt.bool else f"{_np_type(out)}({x})"
     a, b = args[0], args[1] if len(args) > 1 else None
+    # numpy: a when it wins or is NaN, else b (so b on ties: maximum(0.0, -0.0) is -0.0)
     if name == "maximum":
-        return f"({a} if ({a} >= {b}) or ({a} != {a}) else {b})"
+        return f"({a} if ({a} > {b}) or ({a} != {a}) else {b})"
     if name == "minimum":
-        return f"({a} if ({a} <= {b}) or ({a} != {a}) else {b})"
+        return f"({a} if ({a} < {b}) or ({a} != {a}) else {b})"
     if name == "where":
         return f"({args[1]} if {a} else {args[2]})"
     if name in ("floordiv", "mod") and sfx:
         return f"{name}_{sfx}({a}, {b})"  # numpy's divmod: the two agree, as the gradient of mod needs
+    if name == "floordiv" and d.kind == "i":  # numpy: x // -1 wraps (INT_MIN // -1 is INT_MIN)
+        return f"(({a} // {b}) if {b} != -1 else {T}(0) - {a})"
     if name == "floordiv":
         return f"({a} // {b})"
     if name == "mod":
         return f"({a} % {b})"
     raise NotImplementedError(f"numba renderer: no intrinsic {name!r} for {d.name}")
+
+
+def _sign(x: str, d: dt.DType) -> str:
+    """numpy's sign: -1, 0 or 1 (+0.0 for both zeros, NaN for NaN; 0 or 1 for unsigned)."""
+    T = _np_type(d)
+    if d.kind == "u":
+        return f"{T}({x} > 0)"
+    if d.kind == "f":
+        return f"({x} if {x} != {x} else {T}(({x} > 0) - ({x} < 0)))"
+    return f"{T}(np.sign({x}))"
 
 
 def _expr(template: str, args: list, d: dt.DType, out: dt.DType) -> str:
