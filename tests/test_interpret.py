@@ -9,6 +9,10 @@ from fastad.runtime import interpret as interp
 
 @pytest.fixture
 def numpy_tier(monkeypatch):
+    """Kernels run on the numpy tier: a fresh CPU backend (nothing compiled) that never compiles."""
+    from fastad import runtime
+    from fastad.runtime.cpu import CpuBackend
+    monkeypatch.setitem(runtime._backends, "cpu", CpuBackend())
     monkeypatch.setattr(settings, "cpu_mode", "auto")
     monkeypatch.setattr(settings, "jit_min_elements", 10**12)
     monkeypatch.setattr(settings, "jit_after_calls", 10**9)

@@ -20,7 +20,7 @@ import fastad as fa
 from fastad.config import settings
 from fastad.runtime import native
 from fastad.runtime.cache import CacheWarning, clear_cache
-from fastad.runtime.cpu import _build
+from fastad.runtime.cpu_compile import build as _build
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,9 @@ it repeats (`settings.jit_after_calls`), when it is large
 
 1. its native object code is looked up in the cache (`fastad.runtime.native`,
    a few milliseconds, no Numba import); on a hit it runs compiled at once;
-2. otherwise Numba compiles it on a background thread (`_build`) while this
-   call, and every call until the compile is done, runs on the numpy tier.
+2. otherwise Numba compiles it in a separate process, watched by a
+   background thread (`cpu_compile.build_in_background`), while this call,
+   and every call until the compile is done, runs on the numpy tier.
    The first call after that runs compiled. A compile that fails in the
    background leaves the kernel on the numpy tier with a `KernelCompileWarning`.
    FASTAD_CPU_MODE=jit and FASTAD_BACKGROUND_COMPILE=0 compile on the calling
@@ -42,6 +43,7 @@ from .. import profiling as profile
 from .._util import contiguous
 from ..config import settings
 from ..device import CPU
+from .cpu_compile import Native, build, build_in_background, load_native
 from .interpret import interpret
 
 __all__ = ["CpuBackend", "CHUNKS", "KernelCompileWarning", "wait_for_compiles"]
@@ -58,51 +60,12 @@ def _thread_count() -> int:
     return max(1, int(env)) if env else (os.cpu_count() or 1)
 
 
-class _Native:
-    """A compiled kernel: its ctypes entry point (Numba's calling convention: status, return slot,
-    exception slot, then `body`'s arguments), full reductions and their partial dtypes."""
-
-    __slots__ = ("fn", "full", "acc", "keep")
-
-    def __init__(self, kernel, address: int, keep):
-        import ctypes as c
-        from ..codegen.numba import accumulator_dtype, c_arguments, full_reductions
-        ctype = {"ptr": c.c_void_p, "bool": c.c_bool, "float32": c.c_float, "float64": c.c_double}
-        args = [ctype.get(a) or getattr(c, f"c_{a}") for a in c_arguments(kernel)]
-        self.fn = c.CFUNCTYPE(c.c_int32, c.c_void_p, c.c_void_p, c.c_int64, c.c_int64, *args)(address)
-        self.full = full_reductions(kernel)
-        self.acc = [accumulator_dtype(kernel, k) for k in self.full]
-        self.keep = keep   # whatever owns the machine code (llvmlite engine, Numba dispatcher)
-
-
-def _build(kernel, source: str | None = None):
-    """Load or compile `kernel`: (_Native, seconds, how) with how in "native", "numba-cache", "compiled"."""
-    from ..codegen.numba import render
-    from . import native
-    from .cache import load_kernel_module, numba_cache_hit
-    t0 = time.perf_counter()
-    source = source or render(kernel)
-    hint = kernel.name[3:30]
-    hit = native.load(source, hint)
-    if hit is not None:
-        return _Native(kernel, hit.address, hit), time.perf_counter() - t0, "native"
-    loaded = load_kernel_module(source, name_hint=hint)
-    body, sig = loaded.module.body, tuple(loaded.module.SIGNATURE)
-    body.compile(sig)
-    cres = body.overloads[sig]
-    symbol = cres.fndesc.mangled_name
-    entry = _Native(kernel, cres.library.get_pointer_to_function(symbol), (body, cres))
-    how = "numba-cache" if numba_cache_hit(body) else "compiled"
-    native.store(source, hint, cres.library, symbol)
-    return entry, time.perf_counter() - t0, how
-
-
 class CpuBackend:
     xp = np
 
     def __init__(self):
-        self._compiled: dict[str, _Native] = {}
-        self._pending: dict = {}          # kernel key -> Future of _build, compiling in the background
+        self._compiled: dict[str, Native] = {}
+        self._pending: dict = {}          # kernel key -> Future of build_in_background
         self._failed: set = set()         # kernel keys whose background compile failed: numpy tier
         self._seen: dict[str, int] = {}
         self._threads = _thread_count()
@@ -154,7 +117,7 @@ class CpuBackend:
                 outputs[k][0] = merge_partials(kernel, k, list(parts[j]))
         return outputs
 
-    def _launch(self, entry: _Native, rows: int, elements: int, args) -> list:
+    def _launch(self, entry: Native, rows: int, elements: int, args) -> list:
         """Run the entry point over the rows in slices; returns one array of slice partials per
         full reduction, or None if a slice raised. The split depends only on the size, never on
         the pool, so results are the same either way."""
@@ -217,14 +180,13 @@ class CpuBackend:
         if key in self._failed or not self._should_compile(kernel, elements):
             return None
         if settings.cpu_mode == "jit" or not settings.background_compile:
-            return self._install(kernel, *_build(kernel))
+            return self._install(kernel, *build(kernel))
         from ..codegen.numba import render
-        from . import native
         source = render(kernel)
-        hit = native.load(source, kernel.name[3:30])   # a warm start: milliseconds, no Numba
-        if hit is not None:
-            return self._install(kernel, _Native(kernel, hit.address, hit), 0.0, "native")
-        self._pending[key] = self._compile_thread().submit(_build, kernel, source)
+        entry = load_native(kernel, source)   # a warm start: milliseconds, no Numba
+        if entry is not None:
+            return self._install(kernel, entry, 0.0, "native")
+        self._pending[key] = self._compile_thread().submit(build_in_background, kernel, source)
         return None
 
     def _adopt(self, kernel, future):
@@ -240,7 +202,7 @@ class CpuBackend:
             return None
         return self._install(kernel, *result)
 
-    def _install(self, kernel, entry: _Native, seconds: float, how: str) -> _Native:
+    def _install(self, kernel, entry: Native, seconds: float, how: str) -> Native:
         if how == "compiled":
             profile.record_compile(seconds)
         else:

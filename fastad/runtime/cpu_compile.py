@@ -1,0 +1,122 @@
+"""runtime.cpu_compile: turn a CPU kernel into callable native code, without the caller waiting.
+
+Start at `build` (what the CPU backend calls on its own thread) and
+`build_in_background` (what its background compile thread runs).
+
+* `build`: the native object cache first (`fastad.runtime.native`: no Numba
+  import), else Numba in this process (`compile_source`), which stores the
+  object code for later processes.
+* `build_in_background`: the same in a separate Python process (`child_main`),
+  then the object code it stored is loaded here. A compile in another process
+  holds no lock this process needs (above all Python's GIL, which a Numba
+  compile holds most of the time and the numpy tier needs between its array
+  operations), and a compiler crash cannot take this process down: a failed
+  compile process is an error the CPU backend turns into a warning. Where the
+  object code cannot be stored or loaded (not ELF, unwritable cache) it falls
+  back to `build`. FASTAD_COMPILE_PROCESS=0 compiles in a thread instead.
+
+`Native` wraps the address as a ctypes function in Numba's calling convention
+(status, return slot, exception slot, then `body`'s arguments; see
+`fastad.codegen.numba`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["Native", "build", "build_in_background", "compile_source", "child_main"]
+
+
+class Native:
+    """A compiled kernel: its ctypes entry point, full reductions and their partial dtypes."""
+
+    __slots__ = ("fn", "full", "acc", "keep")
+
+    def __init__(self, kernel, address: int, keep):
+        import ctypes as c
+        from ..codegen.numba import accumulator_dtype, c_arguments, full_reductions
+        ctype = {"ptr": c.c_void_p, "bool": c.c_bool, "float32": c.c_float, "float64": c.c_double}
+        args = [ctype.get(a) or getattr(c, f"c_{a}") for a in c_arguments(kernel)]
+        self.fn = c.CFUNCTYPE(c.c_int32, c.c_void_p, c.c_void_p, c.c_int64, c.c_int64, *args)(address)
+        self.full = full_reductions(kernel)
+        self.acc = [accumulator_dtype(kernel, k) for k in self.full]
+        self.keep = keep   # whatever owns the machine code (llvmlite engine, Numba dispatcher)
+
+
+def _hint(kernel) -> str:
+    return kernel.name[3:30]
+
+
+def load_native(kernel, source: str):
+    """The kernel from the native object cache, or None."""
+    from . import native
+    hit = native.load(source, _hint(kernel))
+    return None if hit is None else Native(kernel, hit.address, hit)
+
+
+def build(kernel, source: str | None = None):
+    """Load or compile `kernel` in this process: (Native, seconds, how), how in "native",
+    "numba-cache" (Numba's own disk cache), "compiled"."""
+    from ..codegen.numba import render
+    t0 = time.perf_counter()
+    source = source or render(kernel)
+    entry = load_native(kernel, source)
+    if entry is not None:
+        return entry, time.perf_counter() - t0, "native"
+    address, keep, how = compile_source(source, _hint(kernel))
+    return Native(kernel, address, keep), time.perf_counter() - t0, how
+
+
+def compile_source(source: str, hint: str):
+    """Compile a rendered kernel module with Numba and store its object code: (address, keep, how)."""
+    from . import native
+    from .cache import load_kernel_module, numba_cache_hit
+    loaded = load_kernel_module(source, name_hint=hint)
+    body, sig = loaded.module.body, tuple(loaded.module.SIGNATURE)
+    body.compile(sig)
+    cres = body.overloads[sig]
+    symbol = cres.fndesc.mangled_name
+    how = "numba-cache" if numba_cache_hit(body) else "compiled"
+    native.store(source, hint, cres.library, symbol)
+    return cres.library.get_pointer_to_function(symbol), (body, cres), how
+
+
+def build_in_background(kernel, source: str):
+    """`build`, with the compile in a separate process (see the module docstring)."""
+    if os.environ.get("FASTAD_COMPILE_PROCESS", "1") == "0":
+        return build(kernel, source)
+    t0 = time.perf_counter()
+    entry = load_native(kernel, source)
+    if entry is not None:
+        return entry, time.perf_counter() - t0, "native"
+    how = _run_child(source, _hint(kernel))
+    entry = load_native(kernel, source)
+    if entry is None:   # nothing usable was stored (not ELF, unwritable cache, ...): compile here
+        return build(kernel, source)
+    return entry, time.perf_counter() - t0, how
+
+
+_CHILD = "from fastad.runtime.cpu_compile import child_main; child_main()"
+
+
+def _run_child(source: str, hint: str) -> str:
+    root = str(Path(__file__).resolve().parents[2])   # the directory that holds this fastad package
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps({"source": source, "hint": hint}),
+                          capture_output=True, text=True, env=env, timeout=900)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise RuntimeError(f"compile process exited with status {proc.returncode}: {' | '.join(tail)}")
+    return json.loads(lines[-1])["how"]
+
+
+def child_main() -> None:
+    """Entry of the compile process: a job {"source", "hint"} on stdin, {"how"} on stdout."""
+    job = json.loads(sys.stdin.read())
+    _, _, how = compile_source(job["source"], job["hint"])
+    print(json.dumps({"how": how}))
