@@ -51,3 +51,7 @@ def isdtype(dtype, kind) -> "builtins.bool":  # noqa: F821
     if kind not in kinds:
         raise ValueError(f"isdtype: unknown kind {kind!r}")
     return d.kind in kinds[kind]
+
+# training: optimizers, layers and checkpoints (docs/TRAINING.md)
+from . import optim, nn
+from .serialization import save, load

@@ -56,11 +56,26 @@ class Op:
 OPS: dict[str, Op] = {}
 
 
-def defop(name, kind, arity, **kw) -> Op:
+def defop(name, kind, arity, singular: bool = False, **kw) -> Op:
+    """Add an op. `singular`: its local derivative can be infinite or NaN at finite inputs
+    (sqrt at 0, log at 0, 1/x at 0, ...); its rule is made NaN-safe (`nan_safe`)."""
     if name in OPS:
         raise ValueError(f"op {name!r} defined twice")
+    if singular and kw.get("vjp") is not None:
+        kw["vjp"] = nan_safe(kw["vjp"])
     OPS[name] = op = Op(name, kind, arity, **kw)
     return op
+
+
+def nan_safe(vjp):
+    """The NaN-safe form of an elementwise rule: where the cotangent is exactly zero the input
+    gradient is exactly zero, whatever the local derivative (0 * inf would be NaN). So the
+    branch `where` did not select contributes nothing (where(x > 0, sqrt(x), 0) at x < 0), while a
+    genuine NaN or inf with a nonzero cotangent still propagates."""
+    def rule(c, g):
+        zero = f.eq(g, f.like(0, g))
+        return tuple(None if pg is None else f.where(zero, f.like(0, pg), pg) for pg in vjp(c, g))
+    return rule
 
 
 # ---------------------------------------------------------------------------
@@ -204,23 +219,23 @@ f = _Builder()
 # Elementwise: unary
 # ---------------------------------------------------------------------------
 
-def _unary(name, ref, expr, vjp, domain="float", out="same"):
+def _unary(name, ref, expr, vjp, domain="float", out="same", singular=False):
     defop(name, ELEMENTWISE, 1, domain=domain, out=out, ref=lambda x, arg: ref(x),
-          expr=expr, vjp=vjp)
+          expr=expr, vjp=vjp, singular=singular)
 
 
 _unary("neg", np.negative, "(-{0})", lambda c, g: (f.neg(g),), domain="numeric")
 _unary("abs", np.abs, "abs({0})", lambda c, g: (f.mul(g, f.sign(c.x)),), domain="numeric")
 _unary("sign", np.sign, "sign({0})", lambda c, g: (f.like(0, c.x),), domain="numeric")
-_unary("exp", np.exp, "exp({0})", lambda c, g: (f.mul(g, c.y),))
-_unary("log", np.log, "log({0})", lambda c, g: (f.div(g, c.x),))
-_unary("log1p", np.log1p, "log1p({0})", lambda c, g: (f.div(g, f.add(c.x, f.like(1, c.x))),))
-_unary("expm1", np.expm1, "expm1({0})", lambda c, g: (f.mul(g, f.add(c.y, f.like(1, c.y))),))
-_unary("sqrt", np.sqrt, "sqrt({0})", lambda c, g: (f.div(g, f.mul(c.y, f.like(2, c.y))),))
+_unary("exp", np.exp, "exp({0})", lambda c, g: (f.mul(g, c.y),), singular=True)
+_unary("log", np.log, "log({0})", lambda c, g: (f.div(g, c.x),), singular=True)
+_unary("log1p", np.log1p, "log1p({0})", lambda c, g: (f.div(g, f.add(c.x, f.like(1, c.x))),), singular=True)
+_unary("expm1", np.expm1, "expm1({0})", lambda c, g: (f.mul(g, f.add(c.y, f.like(1, c.y))),), singular=True)
+_unary("sqrt", np.sqrt, "sqrt({0})", lambda c, g: (f.div(g, f.mul(c.y, f.like(2, c.y))),), singular=True)
 _unary("sin", np.sin, "sin({0})", lambda c, g: (f.mul(g, f.cos(c.x)),))
 _unary("cos", np.cos, "cos({0})", lambda c, g: (f.neg(f.mul(g, f.sin(c.x))),))
 _unary("tan", np.tan, "tan({0})",
-       lambda c, g: (f.mul(g, f.add(f.like(1, c.y), f.mul(c.y, c.y))),))
+       lambda c, g: (f.mul(g, f.add(f.like(1, c.y), f.mul(c.y, c.y))),), singular=True)
 _unary("tanh", np.tanh, "tanh({0})",
        lambda c, g: (f.mul(g, f.sub(f.like(1, c.y), f.mul(c.y, c.y))),))
 
@@ -241,6 +256,10 @@ _unary("isfinite", np.isfinite, "isfinite({0})", None, out="bool")
 _unary("floor", np.floor, "floor({0})", lambda c, g: (f.like(0, c.x),))
 _unary("ceil", np.ceil, "ceil({0})", lambda c, g: (f.like(0, c.x),))
 _unary("round", np.round, "round({0})", lambda c, g: (f.like(0, c.x),))
+# erf (gelu's exact form): the reference is libm's erf, as numpy has none; d/dx erf(x) = 2/sqrt(pi) exp(-x*x)
+_libm_erf = np.frompyfunc(math.erf, 1, 1)
+_unary("erf", lambda x: np.asarray(_libm_erf(x), np.float64).astype(x.dtype), "erf({0})",
+       lambda c, g: (f.mul(g, f.mul(f.like(2 / math.sqrt(math.pi), c.x), f.exp(f.neg(f.mul(c.x, c.x))))),))
 
 
 def _cast_vjp(c, g):
@@ -258,9 +277,9 @@ defop("copy", ELEMENTWISE, 1, ref=lambda x, arg: np.array(x, copy=True), expr="{
 # Elementwise: binary and ternary
 # ---------------------------------------------------------------------------
 
-def _binary(name, ref, expr, vjp, domain="numeric", out="same"):
+def _binary(name, ref, expr, vjp, domain="numeric", out="same", singular=False):
     defop(name, ELEMENTWISE, 2, domain=domain, out=out, ref=lambda a, b, arg: ref(a, b),
-          expr=expr, vjp=vjp)
+          expr=expr, vjp=vjp, singular=singular)
 
 
 def _div_vjp(c, g):
@@ -298,8 +317,8 @@ def _minmax_vjp(wins):
 _binary("add", np.add, "({0} + {1})", lambda c, g: (g, g))
 _binary("sub", np.subtract, "({0} - {1})", lambda c, g: (g, f.neg(g)))
 _binary("mul", np.multiply, "({0} * {1})", lambda c, g: (f.mul(g, c.b), f.mul(g, c.a)))
-_binary("div", np.true_divide, "({0} / {1})", _div_vjp, domain="float")
-_binary("pow", np.power, "pow({0}, {1})", _pow_vjp)
+_binary("div", np.true_divide, "({0} / {1})", _div_vjp, domain="float", singular=True)
+_binary("pow", np.power, "pow({0}, {1})", _pow_vjp, singular=True)
 _binary("floordiv", np.floor_divide, "floordiv({0}, {1})",
         lambda c, g: (f.like(0, c.a), f.like(0, c.b)))
 _binary("mod", np.remainder, "mod({0}, {1})",

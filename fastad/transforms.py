@@ -169,8 +169,10 @@ def jvp(f, primals, tangents):
         if t.shape != x.shape:
             raise ValueError(f"jvp: tangent shape {t.shape} does not match its primal's {x.shape}")
         ts.append(t)
-    u = Tensor(const(0, out.shape, out.dtype, out.device), requires_grad=True)
-    g_u = _pullback([out], [u], inputs, True)           # J^T u, linear in u
+    # J^T u is linear in u, so any u will do; a nonzero one keeps clear of the NaN-safe rules'
+    # zero-cotangent case, where the rule is flat in u
+    u = Tensor(const(1, out.shape, out.dtype, out.device), requires_grad=True)
+    g_u = _pullback([out], [u], inputs, True)
     inner = None
     for g, t in zip(g_u, ts):
         term = _apply("sum", _apply("mul", g, t.astype(g.dtype) if t.dtype is not g.dtype else t),

@@ -87,7 +87,7 @@ _COMBINE = {"sum": "FaSum", "prod": "FaProd", "max": "FaMax", "min": "FaMin"}
 # intrinsic names of the op table's expression language; each maps to fa_<name> in elementwise.cu
 INTRINSICS = frozenset({
     "abs", "sign", "exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh", "sigmoid",
-    "relu", "logical_not", "isnan", "isinf", "isfinite", "floor", "ceil", "round", "cast", "pow",
+    "erf", "relu", "logical_not", "isnan", "isinf", "isfinite", "floor", "ceil", "round", "cast", "pow",
     "floordiv", "mod", "maximum", "minimum", "where",
 })
 

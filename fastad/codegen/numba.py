@@ -65,7 +65,7 @@ def _call(name: str, args: list, d: dt.DType, out: dt.DType) -> str:
     if name in ("exp", "log", "sin", "cos", "tan", "tanh") and d.kind == "c":
         return f"cmath.{name}({x})"  # complex: Numba's cmath (no mathlib version)
     simple = {
-        "sqrt": f"np.sqrt({x})", "abs": f"abs({x})", "sign": _sign(x, d),
+        "sqrt": f"np.sqrt({x})", "erf": f"math.erf({x})", "abs": f"abs({x})", "sign": _sign(x, d),
         "floor": f"np.floor({x})", "ceil": f"np.ceil({x})", "round": f"np.rint({x})",
         "isnan": f"({x} != {x})", "isinf": f"np.isinf({x})", "isfinite": f"np.isfinite({x})",
         "logical_not": f"(not {x})",

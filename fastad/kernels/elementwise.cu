@@ -96,6 +96,8 @@ FA_DEV float fa_tan(float x) { return tanf(x); }
 FA_DEV double fa_tan(double x) { return tan(x); }
 FA_DEV float fa_tanh(float x) { return tanhf(x); }
 FA_DEV double fa_tanh(double x) { return tanh(x); }
+FA_DEV float fa_erf(float x) { return erff(x); }
+FA_DEV double fa_erf(double x) { return erf(x); }
 FA_DEV float fa_floor(float x) { return floorf(x); }
 FA_DEV double fa_floor(double x) { return floor(x); }
 FA_DEV float fa_ceil(float x) { return ceilf(x); }
@@ -295,7 +297,7 @@ FA_DEV T fa_selftest_numeric(T a, T b) {
 template <typename T>
 FA_DEV T fa_selftest_float(T a) {
     T r = fa_exp(a) + fa_log(a) + fa_log1p(a) + fa_expm1(a) + fa_sqrt(a) + fa_sin(a) + fa_cos(a)
-        + fa_tan(a) + fa_tanh(a) + fa_sigmoid(a) + fa_floor(a) + fa_ceil(a) + fa_round(a);
+        + fa_tan(a) + fa_tanh(a) + fa_sigmoid(a) + fa_erf(a) + fa_floor(a) + fa_ceil(a) + fa_round(a);
     return r + (T)(fa_isnan(a) + fa_isinf(a) + fa_isfinite(a));
 }
 #define FA_SELFTEST_T(T) out[k++] = fa_cast<double>(fa_selftest_numeric<T>(fa_cast<T>(x[0]), fa_cast<T>(x[1])));
