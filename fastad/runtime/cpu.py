@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .. import profiling as profile
+from ..codegen.numba import merge_partials
 from .._util import contiguous
 from ..config import settings
 from ..device import CPU
@@ -112,7 +113,6 @@ class CpuBackend:
             # the semantics, so it runs the kernel again and raises numpy's error or returns its result
             return interpret(kernel, shape, inputs, scalars)
         if entry.full:
-            from ..codegen.numba import merge_partials
             for j, k in enumerate(entry.full):
                 outputs[k][0] = merge_partials(kernel, k, list(parts[j]))
         return outputs
@@ -127,8 +127,7 @@ class CpuBackend:
             n = min(rows, CHUNKS)
         parts = [np.empty(n, d) for d in entry.acc]
         base = [(p.ctypes.data, p.itemsize) for p in parts]
-        slots = np.empty(4 * n, np.int64)   # per slice: Numba's return slot and exception slot
-        ret = slots.ctypes.data
+        ret = entry.slots   # per slice: Numba's return and exception slots (written, never read)
         fn = entry.fn
         if n == 1:
             status = fn(ret, ret + 16, 0, rows, *args, *[b for b, _ in base])

@@ -28,13 +28,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["Native", "build", "build_in_background", "compile_source", "child_main"]
 
 
 class Native:
     """A compiled kernel: its ctypes entry point, full reductions and their partial dtypes."""
 
-    __slots__ = ("fn", "full", "acc", "keep")
+    __slots__ = ("fn", "full", "acc", "keep", "slots", "_scratch")
 
     def __init__(self, kernel, address: int, keep):
         import ctypes as c
@@ -45,6 +47,11 @@ class Native:
         self.full = full_reductions(kernel)
         self.acc = [accumulator_dtype(kernel, k) for k in self.full]
         self.keep = keep   # whatever owns the machine code (llvmlite engine, Numba dispatcher)
+        from .cpu import CHUNKS
+        # 32 bytes per slice for Numba's return and exception slots; the kernel never raises on the
+        # success path and nothing reads them, so concurrent calls may share them
+        self._scratch = np.empty(4 * CHUNKS, np.int64)
+        self.slots = self._scratch.ctypes.data
 
 
 def _hint(kernel) -> str:
