@@ -94,8 +94,8 @@ def compile_source(source: str, hint: str):
 
 def build_in_background(kernel, source: str):
     """`build`, with the compile in a separate process (see the module docstring)."""
-    if os.environ.get("FASTAD_COMPILE_PROCESS", "1") == "0":
-        return build(kernel, source)
+    if os.environ.get("FASTAD_COMPILE_PROCESS", "1") == "0" or not sys.platform.startswith("linux"):
+        return build(kernel, source)   # elsewhere object code is not cached (ELF only): compile here
     t0 = time.perf_counter()
     entry = load_native(kernel, source)
     if entry is not None:
