@@ -317,3 +317,23 @@ def test_training_step_on_an_emulated_cuda_device(gpu):
         results.append([loss.item()] + [p.numpy() for p in model.parameters()])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.cuda
+def test_training_step_on_a_real_gpu():
+    rng = np.random.default_rng(11)
+    x, y = rng.standard_normal((32, 6)), rng.integers(0, 4, 32)
+    results = []
+    for device in ("cpu", "cuda"):
+        fa.random.seed(11)
+        model = nn.Sequential(nn.Linear(6, 16, device=device, dtype="float64"), nn.GELU(),
+                              nn.Linear(16, 4, device=device, dtype="float64"))
+        opt = optim.Adam(model.parameters(), lr=0.01)
+        for _ in range(3):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(fa.asarray(x, device=device)), fa.asarray(y, device=device))
+            loss.backward()
+            opt.step()
+        results.append([loss.item()] + [p.numpy() for p in model.parameters()])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

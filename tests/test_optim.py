@@ -527,3 +527,18 @@ def test_memory_stays_flat_over_training_steps():
     finally:
         tracemalloc.stop()
     assert growth < 256 * 1024, f"{growth / 1024:.0f} KiB more after 60 steps"
+
+
+@pytest.mark.cuda
+def test_fused_update_on_a_real_gpu():
+    params, grads = _problem(seed=10, n_steps=3, shapes=[(64, 33), (1000,)])
+    ts = [fa.asarray(p, device="cuda", requires_grad=True) for p in params]
+    opt = optim.AdamW(ts, lr=0.05, amsgrad=True)
+    for gs in grads:
+        for t, g in zip(ts, gs):
+            t.grad = fa.asarray(g, device="cuda")
+        with fa.profile() as prof:
+            opt.step()
+        assert prof.launched == 1, str(prof)
+    for t, w in zip(ts, ref_adam(params, grads, 0.05, amsgrad=True, weight_decay=1e-2, decoupled=True)):
+        np.testing.assert_allclose(t.numpy(), w, rtol=1e-12, atol=1e-14)
