@@ -55,3 +55,6 @@ def isdtype(dtype, kind) -> "builtins.bool":  # noqa: F821
 # training: optimizers, layers and checkpoints (docs/TRAINING.md)
 from . import optim, nn
 from .serialization import save, load
+
+# the array API's linalg extension, sorting, searching, sets and statistics (docs/LINALG.md)
+from .api import linalg

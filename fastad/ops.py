@@ -64,6 +64,8 @@ def defop(name, kind, arity, singular: bool = False, **kw) -> Op:
     if singular and kw.get("vjp") is not None:
         kw["vjp"] = nan_safe(kw["vjp"])
     OPS[name] = op = Op(name, kind, arity, **kw)
+    if "_builder_method" in globals():   # added after the table was built (a package's own ops): join `f`
+        setattr(_Builder, name, _builder_method(name))
     return op
 
 
@@ -144,7 +146,9 @@ def apply(name: str, *srcs: Node, arg=None) -> Node:
             n = math.prod(srcs[0].shape[a] for a in arg)
             value = np.asarray(value, srcs[0].dtype.np) * n
         return const(value, shape, srcs[0].dtype, device)
-    return Node(name, tuple(srcs), shape, srcs[0].dtype, device, arg)
+    # a non-elementwise op computes in its first input's dtype unless its `out` rule names one (indices)
+    out_dtype = op.out(srcs, arg) if callable(op.out) else srcs[0].dtype
+    return Node(name, tuple(srcs), shape, out_dtype, device, arg)
 
 
 def _fold(op: Op, srcs, arg, shape, out_dtype) -> Optional[Node]:
