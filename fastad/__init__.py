@@ -58,3 +58,7 @@ from .serialization import save, load
 
 # the array API's linalg extension, sorting, searching, sets and statistics (docs/LINALG.md)
 from .api import linalg
+from .api.sorting import sort, argsort
+from .api.searching import argmax, argmin, count_nonzero, nonzero, searchsorted
+from .api.sets import unique_all, unique_counts, unique_inverse, unique_values
+from .api.statistics import cumulative_sum, cumulative_prod, std, var
