@@ -10,9 +10,7 @@ axis normalisation and clear errors. Values are computed only when read
 from __future__ import annotations
 
 import builtins
-import math
 import numbers
-import operator
 
 import numpy as np
 
@@ -378,68 +376,11 @@ class Tensor:
         raise TypeError("fastad tensors do not support item assignment yet; build a new tensor "
                         "with fastad.where or concat")
 
-    # ---- methods mirroring the functions ----------------------------------
-    def sum(self, axis=None, keepdims=False, dtype=None):
-        return sum(self, axis=axis, keepdims=keepdims, dtype=dtype)
-
-    def mean(self, axis=None, keepdims=False):
-        return mean(self, axis=axis, keepdims=keepdims)
-
-    def max(self, axis=None, keepdims=False):
-        return max(self, axis=axis, keepdims=keepdims)
-
-    def min(self, axis=None, keepdims=False):
-        return min(self, axis=axis, keepdims=keepdims)
-
-    def prod(self, axis=None, keepdims=False, dtype=None):
-        return prod(self, axis=axis, keepdims=keepdims, dtype=dtype)
-
-    def reshape(self, *shape):
-        return reshape(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)
-
-    def permute(self, *axes):
-        return permute_dims(self, axes[0] if len(axes) == 1 and not isinstance(axes[0], int) else axes)
-
-    def transpose(self, dim0, dim1):
-        perm = list(range(self.ndim))
-        perm[dim0], perm[dim1] = perm[dim1], perm[dim0]
-        return permute_dims(self, perm)
-
-    def squeeze(self, axis=None):
-        return squeeze(self, axis)
-
-    def unsqueeze(self, axis):
-        return expand_dims(self, axis=axis)
-
-    def expand(self, *shape):
-        return broadcast_to(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)
-
-    def astype(self, dtype):
-        return astype(self, dtype)
-
-    def float(self):
-        return _cast(self, dt.float32)
-
-    def double(self):
-        return _cast(self, dt.float64)
-
-    def flatten(self):
-        return reshape(self, (-1,))
-
-    def clone(self):
-        """A copy with a buffer of its own; gradients flow back to `self` (PyTorch's clone)."""
-        return _apply("copy", self)
-
 
 def _type_error(op, *xs):
     names = ", ".join(type(x).__name__ if not isinstance(x, Tensor) else f"Tensor[{x.dtype.name}]" for x in xs)
     raise TypeError(f"unsupported operand type(s) for {op}: {names}")
 
-
-for _name in ("exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh", "sigmoid", "relu",
-              "abs", "sign", "square", "floor", "ceil", "round", "isnan", "isinf", "isfinite",
-              "logical_not"):
-    setattr(Tensor, _name, (lambda n: lambda self: globals()[n](self))(_name))
 
 
 # ---------------------------------------------------------------------------
@@ -505,12 +446,6 @@ def broadcast_shapes(*shapes, op="broadcast") -> tuple:
             raise ValueError(f"{op}: shapes {' and '.join(str(tuple(s)) for s in shapes)} cannot be broadcast")
         out.append(dims.pop() if dims else 1)
     return tuple(out)
-
-
-def broadcast_to(x: Tensor, /, shape) -> Tensor:
-    """`x` broadcast to `shape`: always a new tensor (see `_broadcast` for the internal form)."""
-    out = _broadcast(x, shape)
-    return _fresh(x) if out is x else out
 
 
 def _broadcast(x: Tensor, shape) -> Tensor:
@@ -589,187 +524,11 @@ def _unary(name: str, x) -> Tensor:
     return _apply(name, x)
 
 
-def _float_math(name):
-    def fn(x):
-        return _unary(name, x)
-    fn.__name__ = name
-    fn.__doc__ = f"Elementwise {name}."
-    return fn
-
-
-exp, log, log1p, expm1, sqrt, sin, cos, tan, tanh, sigmoid = (
-    _float_math(n) for n in ("exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh", "sigmoid"))
-def _keep_int(name):
-    def fn(x):
-        if isinstance(x, Tensor) and x.dtype.kind in "iub":
-            return _fresh(x)  # integers are already whole; still a new tensor
-        return _unary(name, x)
-    fn.__name__ = name
-    return fn
-
-
-floor, ceil, round = _keep_int("floor"), _keep_int("ceil"), _keep_int("round")
-
-
-def negative(x):
-    if x.dtype is dt.bool:
-        raise TypeError("negative is not defined for bool tensors")
-    return _apply("neg", x)
-
-
-def positive(x):
-    if not isinstance(x, Tensor):
-        raise TypeError(f"positive: expected a fastad Tensor, got {type(x).__name__}")
-    if x.dtype is dt.bool:
-        raise TypeError("positive is not defined for bool tensors")
-    return _fresh(x)
-
-
-def abs(x):
-    return _fresh(x) if isinstance(x, Tensor) and x.dtype is dt.bool else _unary("abs", x)
-
-
-def sign(x):
-    return _unary("sign", x)
-
-
-def relu(x):
-    return _unary("relu", x)
-
-
-def square(x):
-    return multiply(x, x)
-
-
-def isnan(x):
-    return _float_or_false("isnan", x)
-
-
-def isinf(x):
-    return _float_or_false("isinf", x)
-
-
-def isfinite(x):
-    if not x.dtype.is_floating:
-        return Tensor(const(True, x.shape, dt.bool, x.device))
-    return _apply("isfinite", x)
-
-
-def _float_or_false(name, x):
-    if not x.dtype.is_floating:
-        return Tensor(const(False, x.shape, dt.bool, x.device))
-    return _apply(name, x)
-
-
-def logical_not(x):
-    if x.dtype is not dt.bool:
-        x = _apply("ne", x, Tensor(const(0, x.shape, x.dtype, x.device)))
-    return _apply("logical_not", x)
-
-
-def _binary_fn(name):
-    def fn(a, b):
-        return _binary(name, a, b)
-    fn.__name__ = name
-    return fn
-
-
-add, subtract, multiply, divide = (_binary_fn(n) for n in ("add", "sub", "mul", "div"))
-floor_divide, remainder, maximum, minimum = (_binary_fn(n) for n in ("floordiv", "mod", "maximum", "minimum"))
-less, less_equal, greater, greater_equal, equal, not_equal = (
-    _binary_fn(n) for n in ("lt", "le", "gt", "ge", "eq", "ne"))
-
-
-def _logical(name):
-    def fn(a, b):
-        a = a if isinstance(a, Tensor) else _as_tensor(a, b)
-        b = b if isinstance(b, Tensor) else _as_tensor(b, a)
-        return _binary(name, _cast(a, dt.bool), _cast(b, dt.bool))
-    fn.__name__ = name
-    return fn
-
-
-logical_and, logical_or, logical_xor = (_logical(n) for n in ("logical_and", "logical_or", "logical_xor"))
-
-
-def pow(a, b) -> Tensor:
-    """`a ** b`; small constant exponents become cheaper ops (x**2 is x*x)."""
-    if isinstance(a, Tensor) and isinstance(b, (int, float)) and not isinstance(b, builtins.bool):
-        if a.dtype.is_floating or (isinstance(b, int) and b >= 0):
-            if b == 1:
-                return _fresh(a)
-            if b == 2:
-                return multiply(a, a)
-            if b == 0.5 and a.dtype.is_floating:
-                return sqrt(a)
-            if b == -1 and a.dtype.is_floating:
-                return divide(1, a)
-        if a.dtype.kind in "iu" and isinstance(b, int) and b < 0:
-            raise ValueError("integers to negative integer powers are not allowed")
-    return _binary("pow", a, b)
-
-
 def _cast(x: Tensor, dtype) -> Tensor:
     """`x` converted to `dtype`, or `x` itself when it already is (for internal use)."""
     dtype = dt.to_dtype(dtype)
     return x if x.dtype is dtype else _apply("cast", x, arg=dtype)
 
-
-def astype(x: Tensor, dtype, /, *, copy: builtins.bool = True, device=None) -> Tensor:
-    """`x` as `dtype`. With copy=False and nothing to convert, `x` itself (the array API's rule);
-    otherwise a new tensor, and with copy=True one with a buffer of its own."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"astype: expected a fastad Tensor, got {type(x).__name__}")
-    dtype = dt.to_dtype(dtype)
-    if device is not None and Device(device) != x.device:
-        x = _apply("copy_to", x, arg=Device(device))
-    if x.dtype is dtype:
-        return _apply("copy", x) if copy else x
-    return _apply("cast", x, arg=dtype)
-
-
-def where(condition, x1, x2) -> Tensor:
-    like = next((t for t in (condition, x1, x2) if isinstance(t, Tensor)), None)
-    if like is None:
-        raise TypeError("where: at least one argument must be a fastad Tensor")
-    if not isinstance(x1, Tensor) and not isinstance(x2, Tensor):
-        x1 = _as_tensor(x1, like)
-        x2 = _as_tensor(x2, x1)
-    else:
-        x1 = _as_tensor(x1, x2 if isinstance(x2, Tensor) else like)
-        x2 = _as_tensor(x2, x1)
-    c = _as_tensor(condition, like)
-    devices = {t.device for t in (c, x1, x2)}
-    if len(devices) > 1:
-        raise ValueError(f"where: operands are on different devices: {', '.join(map(str, devices))}")
-    if c.dtype is not dt.bool:
-        c = _cast(c, dt.bool)
-    shape = broadcast_shapes(c.shape, x1.shape, x2.shape, op="where")
-    common = dt.result_type(x1.dtype, x2.dtype)
-    x1, x2 = (_cast(t, common) for t in (x1, x2))
-    return _apply("where", _broadcast(c, shape), _broadcast(x1, shape), _broadcast(x2, shape))
-
-
-def clip(x: Tensor, min=None, max=None) -> Tensor:
-    """Clamp to [min, max]: min first, then max, as numpy and PyTorch do (so min > max gives max
-    everywhere). The gradient passes where min <= x <= max (PyTorch's convention)."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"clip: expected a fastad Tensor, got {type(x).__name__}")
-    out = x
-    if min is not None:
-        out = where(less(out, min), _as_tensor(min, x) if not isinstance(min, Tensor) else min, out)
-    if max is not None:
-        out = where(greater(out, max), _as_tensor(max, x) if not isinstance(max, Tensor) else max, out)
-    if out is x:
-        return _fresh(x)
-    if out.dtype is not x.dtype and dt.can_cast(x.dtype, out.dtype) is False:
-        out = _cast(out, x.dtype)
-    return out
-
-
-# ---------------------------------------------------------------------------
-# Reductions
-# ---------------------------------------------------------------------------
 
 def normalize_axes(axis, ndim: int, op: str) -> tuple:
     """Sorted, non-negative, unique axes; a bad axis raises AxisError (an IndexError and a ValueError)."""
@@ -788,209 +547,18 @@ def normalize_axes(axis, ndim: int, op: str) -> tuple:
     return tuple(sorted(out))
 
 
-def _reduce(name: str, x: Tensor, axis, keepdims: builtins.bool, dtype=None) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name}: expected a fastad Tensor, got {type(x).__name__}")
-    axes = normalize_axes(axis, x.ndim, name)
-    if dtype is not None:
-        x = _cast(x, dtype)
-    elif name in ("sum", "prod") and x.dtype.kind in "bi" and x.dtype is not dt.int64:
-        x = _cast(x, dt.int64)  # the array API's default integer accumulator
-    elif name in ("sum", "prod") and x.dtype.kind == "u" and x.dtype is not dt.uint64:
-        x = _cast(x, dt.uint64)
-    if name in ("max", "min"):
-        if builtins.any(x.shape[a] == 0 for a in axes):
-            raise ValueError(f"{name}: zero-size reduction over axes {axes} of shape {x.shape} has no identity")
-    out = _apply(name, x, arg=axes) if axes else _fresh(x)
-    if keepdims:
-        out = _apply("reshape", out, arg=tuple(1 if i in axes else d for i, d in enumerate(x.shape)))
-    return out
-
-
-def sum(x, /, *, axis=None, dtype=None, keepdims=False):
-    return _reduce("sum", x, axis, keepdims, dtype)
-
-
-def prod(x, /, *, axis=None, dtype=None, keepdims=False):
-    return _reduce("prod", x, axis, keepdims, dtype)
-
-
-def max(x, /, *, axis=None, keepdims=False):
-    return _reduce("max", x, axis, keepdims)
-
-
-def min(x, /, *, axis=None, keepdims=False):
-    return _reduce("min", x, axis, keepdims)
-
-
-def mean(x, /, *, axis=None, keepdims=False):
-    if not x.dtype.is_floating:
-        x = _cast(x, dt.default_float)
-    axes = normalize_axes(axis, x.ndim, "mean")
-    n = math.prod(x.shape[a] for a in axes)
-    total = _reduce("sum", x, axes, keepdims)
-    return multiply(total, 1.0 / n if n else float("nan"))
-
-
-# ---------------------------------------------------------------------------
-# Movement
-# ---------------------------------------------------------------------------
-
-def reshape(x: Tensor, shape, /, *, copy=None) -> Tensor:
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
-    if shape.count(-1) > 1:
-        raise ValueError(f"reshape: only one dimension can be -1, got {shape}")
-    if -1 in shape:
-        known = math.prod(d for d in shape if d != -1)
-        if known == 0 or x.size % known:
-            raise ValueError(f"reshape: cannot reshape {x.shape} into {shape}")
-        shape = tuple(x.size // known if d == -1 else d for d in shape)
-    if builtins.any(d < 0 for d in shape):
-        raise ValueError(f"reshape: negative dimension in {shape}")
-    out = _apply("reshape", x, arg=shape)  # a new tensor even when the shape is unchanged
-    return _apply("copy", out) if copy else out
-
-
-def permute_dims(x: Tensor, axes) -> Tensor:
-    axes = tuple(int(a) for a in axes)
-    if builtins.any(not -x.ndim <= a < x.ndim for a in axes):
-        raise AxisError(f"permute_dims: axes {axes} out of range for the {x.ndim} axes of {x.shape}")
-    if sorted(a % builtins.max(x.ndim, 1) for a in axes) != list(range(x.ndim)) or len(axes) != x.ndim:
-        raise ValueError(f"permute_dims: {axes} is not a permutation of the {x.ndim} axes of {x.shape}")
-    axes = tuple(a % x.ndim for a in axes)
-    if axes == tuple(range(x.ndim)):
-        return _fresh(x)
-    return _apply("permute", x, arg=axes)
-
-
-def expand_dims(x: Tensor, /, *, axis=0) -> Tensor:
-    if not -x.ndim - 1 <= axis <= x.ndim:
-        raise AxisError(f"expand_dims: axis {axis} is out of bounds for {x.ndim + 1} dimensions")
-    axis = axis % (x.ndim + 1)
-    return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
-
-
-def squeeze(x: Tensor, /, axis=None) -> Tensor:
-    axes = tuple(i for i, d in enumerate(x.shape) if d == 1) if axis is None else normalize_axes(axis, x.ndim, "squeeze")
-    for a in axes:
-        if x.shape[a] != 1:
-            raise ValueError(f"squeeze: axis {a} has size {x.shape[a]}, not 1 (shape {x.shape})")
-    return reshape(x, tuple(d for i, d in enumerate(x.shape) if i not in axes))
-
-
-def concat(arrays, /, *, axis=0) -> Tensor:
-    arrays = list(arrays)
-    if not arrays:
-        raise ValueError("concat: need at least one tensor")
-    if axis is None:
-        arrays, axis = [reshape(a, (-1,)) for a in arrays], 0
-    ndim = arrays[0].ndim
-    if ndim == 0:
-        raise ValueError("concat: zero-dimensional tensors cannot be concatenated")
-    if builtins.any(a.ndim != ndim for a in arrays):
-        raise ValueError(f"concat: all tensors need {ndim} dimensions, got shapes {[a.shape for a in arrays]}")
-    (axis,) = normalize_axes(axis, ndim, "concat")
-    devices = {a.device for a in arrays}
-    if len(devices) > 1:
-        raise ValueError(f"concat: tensors on different devices: {', '.join(map(str, devices))}")
-    common = dt.result_type(*(a.dtype for a in arrays))
-    arrays = [_cast(a, common) for a in arrays]
-    if len(arrays) == 1:
-        return _fresh(arrays[0])
-    return _apply("concat", *arrays, arg=axis)
-
-
-def stack(arrays, /, *, axis=0) -> Tensor:
-    arrays = list(arrays)
-    if not arrays:
-        raise ValueError("stack: need at least one tensor")
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        raise ValueError(f"stack: all tensors need the same shape, got {sorted(shapes)}")
-    ndim = arrays[0].ndim + 1
-    if not -ndim <= axis < ndim:
-        raise AxisError(f"stack: axis {axis} is out of bounds for {ndim} dimensions")
-    return concat([expand_dims(a, axis=axis % ndim) for a in arrays], axis=axis % ndim)
-
-
-def getitem(x: Tensor, index) -> Tensor:
-    """Basic indexing: ints, slices, None and Ellipsis. The gradient scatters back (`embed`)."""
-    if not isinstance(index, tuple):
-        index = (index,)
-    # a 0-d integer tensor or array is an int (`for i in fastad.arange(3): x[i]`)
-    index = tuple(int(i) if isinstance(i, (Tensor, np.ndarray)) and i.ndim == 0 and i.dtype.kind in "iu" else i
-                  for i in index)
-    for i in index:
-        if isinstance(i, (Tensor, np.ndarray, list)) or isinstance(i, builtins.bool):
-            raise TypeError("advanced (array or bool) indexing is not supported; use ints, slices, None and ...")
-        if not (i is None or i is Ellipsis or isinstance(i, (int, np.integer, slice))):
-            raise TypeError(f"invalid index {i!r}: use ints, slices, None and ...")
-    n_ell = builtins.sum(1 for i in index if i is Ellipsis)
-    if n_ell > 1:
-        raise IndexError("an index can only have a single ellipsis ('...')")
-    n_real = builtins.sum(1 for i in index if i is not None and i is not Ellipsis)
-    if n_real > x.ndim:
-        raise IndexError(f"too many indices for a tensor of {x.ndim} dimensions: {n_real}")
-    if n_ell:
-        k = index.index(Ellipsis)
-        index = index[:k] + (slice(None),) * (x.ndim - n_real) + index[k + 1:]
-    else:
-        index = index + (slice(None),) * (x.ndim - n_real)
-    slices, out_shape, dim = [], [], 0
-    for i in index:
-        if i is None:
-            out_shape.append(1)
-            continue
-        size = x.shape[dim]
-        if isinstance(i, slice):
-            s = i.indices(size)
-            slices.append(s)
-            out_shape.append(len(range(*s)))
-        else:
-            i = int(i)
-            if not -size <= i < size:
-                raise IndexError(f"index {i} is out of bounds for axis {dim} with size {size}")
-            i %= size
-            slices.append((i, i + 1, 1))
-        dim += 1
-    out = x
-    if builtins.any(s != (0, d, 1) for s, d in zip(slices, x.shape)):
-        out = _apply("slice", x, arg=tuple(slices))
-    return reshape(out, tuple(out_shape))
-
-
-# ---------------------------------------------------------------------------
-# Linear algebra
-# ---------------------------------------------------------------------------
-
-def matmul(a, b) -> Tensor:
-    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
-        _type_error("@", a, b)
-    # a numpy array or list on either side becomes a tensor, as with the other operators
-    a = a if isinstance(a, Tensor) else _as_tensor_checked(a, b, "@")
-    b = b if isinstance(b, Tensor) else _as_tensor_checked(b, a, "@")
-    if a.ndim == 0 or b.ndim == 0:
-        raise ValueError(f"matmul: operands must have at least one dimension, got shapes {a.shape} and {b.shape}")
-    if a.device != b.device:
-        raise ValueError(f"matmul: operands are on different devices: {a.device} and {b.device}")
-    a2 = reshape(a, (1,) + a.shape) if a.ndim == 1 else a
-    b2 = reshape(b, b.shape + (1,)) if b.ndim == 1 else b
-    if a2.shape[-1] != b2.shape[-2]:
-        raise ValueError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape} "
-                         f"({a2.shape[-1]} != {b2.shape[-2]})")
-    batch = broadcast_shapes(a2.shape[:-2], b2.shape[:-2], op="matmul")
-    a2, b2 = _promote("matmul", a2, b2)
-    a2 = _broadcast(a2, batch + a2.shape[-2:])
-    b2 = _broadcast(b2, batch + b2.shape[-2:])
-    out = _apply("matmul", a2, b2)
-    shape = out.shape
-    if a.ndim == 1:
-        shape = shape[:-2] + shape[-1:]
-    if b.ndim == 1:
-        shape = shape[:-1]
-    return reshape(out, shape)
-
-
 def asarray(obj, dtype=None, device=None, copy=None):
     from .creation import asarray as _asarray
     return _asarray(obj, dtype=dtype, device=device, copy=copy)
+
+
+# The array functions live in `fastad.api`, one module per section of the standard. They are
+# re-exported here because Tensor's methods call them by name and older code imports them from here.
+from .api.elementwise import *  # noqa: E402,F401,F403
+from .api.reductions import *  # noqa: E402,F401,F403
+from .api.manipulation import *  # noqa: E402,F401,F403
+from .api.indexing import *  # noqa: E402,F401,F403
+from .api.linear_algebra import *  # noqa: E402,F401,F403
+from .api.methods import install as _install_methods  # noqa: E402
+
+_install_methods()

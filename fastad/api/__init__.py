@@ -1,0 +1,9 @@
+"""api: the array API standard's functions, one module per section of the specification.
+
+`fastad.tensor` holds the `Tensor` class and the helpers every section uses (`_apply`,
+promotion, broadcasting); the modules here build on it and `fastad/__init__.py`
+exports them. Sections: elementwise (and where/clip/astype), reductions (sum, prod,
+max, min, mean), manipulation, indexing, linear_algebra, utility (all, any, diff),
+info (`__array_namespace_info__`); linalg, sorting, searching, sets and statistics
+hold the rest of the standard.
+"""
