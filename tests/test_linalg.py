@@ -244,3 +244,55 @@ def test_namespace():
                  "matrix_power", "matrix_rank", "matrix_transpose", "outer", "pinv", "qr", "slogdet", "solve",
                  "svd", "svdvals", "tensordot", "trace", "vecdot", "vector_norm"):
         assert callable(getattr(fa.linalg, name)), name
+
+
+def test_planned_path_matches_reference_path(monkeypatch):
+    """Large graphs run the ops as library steps of a plan, tiny ones op by op: both agree with numpy,
+    gradients included."""
+    from fastad.config import settings
+    a = rng.standard_normal((3, 12, 12)) + 6 * np.eye(12)
+    w = rng.standard_normal(a.shape)
+    grads = []
+    for small in (0, 10 ** 9):
+        monkeypatch.setattr(settings, "small_graph_elements", small)
+        x = fa.tensor(a, requires_grad=True)
+        s = _sym_fa(x)
+        out = (la.inv(x) + la.solve(x, s) + la.eigh(s).eigenvalues[..., None]
+               + la.svd(x, full_matrices=False).S[..., None])
+        fa.sum(out * fa.tensor(w)).backward()
+        want = np.linalg.inv(a) + np.linalg.solve(a, _sym_np(a)) + np.linalg.eigvalsh(_sym_np(a))[..., None] \
+            + np.linalg.svd(a, compute_uv=False)[..., None]
+        np.testing.assert_allclose(out.numpy(), want, rtol=1e-10, atol=1e-10)
+        grads.append(x.grad.numpy())
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    """Every library op of this package on CUDA (CuPy's cuSOLVER/cuBLAS) against the CPU, with gradients."""
+    a = rng.standard_normal((2, 4, 4)) + 4 * np.eye(4)
+
+    def run(device):   # QR and eigen/singular vector signs may differ between LAPACK and cuSOLVER: squares
+        x = fa.tensor(a, device=device, requires_grad=True)
+        s = _sym_fa(x)
+        sv = la.svd(x, full_matrices=False)
+        q, r = la.qr(x)
+        parts = [la.inv(x), la.solve(x, s), la.cholesky(s + 8.0 * fa.tensor(np.eye(4), device=device)),
+                 la.eigh(s).eigenvectors ** 2, sv.U ** 2, q ** 2, r ** 2, la.pinv(x),
+                 la.det(x)[..., None, None] + la.slogdet(x).logabsdet[..., None, None] + la.eigvalsh(s)[..., None]
+                 + la.svdvals(x)[..., None] + la.diagonal(x)[..., None] + la.trace(x)[..., None, None],
+                 fa.sort(x, axis=1), fa.cumulative_sum(x, axis=2), fa.cumulative_prod(x, axis=1)]
+        out = fa.concat([fa.reshape(p, (-1,)) for p in parts])
+        w = np.random.default_rng(5).standard_normal(out.shape)
+        fa.sum(out * fa.tensor(w, device=device)).backward()
+        ints = [fa.argsort(x, descending=True), fa.argmax(x, axis=1), fa.argmin(x),
+                fa.searchsorted(fa.sort(x.detach().reshape(-1)), x.detach())]
+        return out.cpu().numpy(), x.grad.cpu().numpy(), [t.cpu().numpy() for t in ints], \
+            fa.unique_counts(fa.round(x.detach())).counts.cpu().numpy(), \
+            [t.cpu().numpy() for t in fa.nonzero(x.detach() > 4.0)]
+
+    cpu, gpu = run("cpu"), run("cuda")
+    np.testing.assert_allclose(gpu[0], cpu[0], rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(gpu[1], cpu[1], rtol=1e-8, atol=1e-8)
+    for g, c in zip(gpu[2] + [gpu[3]] + gpu[4], cpu[2] + [cpu[3]] + cpu[4]):
+        np.testing.assert_array_equal(g, c)

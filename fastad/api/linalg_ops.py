@@ -29,7 +29,7 @@ __all__ = ["array_module", "pack", "split", "mT"]
 def array_module(x):
     """numpy, or CuPy for a CuPy array (CuPy is imported only by the CUDA runtime)."""
     cupy = sys.modules.get("cupy")
-    return cupy.get_array_module(x) if cupy is not None else np
+    return cupy if cupy is not None and isinstance(x, cupy.ndarray) else np
 
 
 def _lapack(name, fn):
