@@ -34,6 +34,8 @@ from . import cuda
 from .explain import explain
 from .realize import realize_tensors as realize
 from .transforms import grad, value_and_grad, vjp, jvp, jacobian, hessian, hvp
+from .capture import compile
+from .errors import CompileError
 
 e, pi, inf, nan, newaxis = 2.718281828459045, 3.141592653589793, float("inf"), float("nan"), None
 __array_api_version__ = "2024.12"

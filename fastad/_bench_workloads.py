@@ -309,6 +309,33 @@ def _elementwise_cases(kind: str, device: str, sizes) -> list:
 
         cases.append(Case(kind, n, "fastad", fastad_make, role="fastad", warmup=3))
 
+        def fastad_compiled_make(n=n, check=check):
+            import fastad as fa
+            if not hasattr(fa, "compile"):
+                raise Skip("this fastad has no fastad.compile")
+            if device == "cuda":
+                _require_fastad_cuda()
+            x = fa.tensor(chain_input(n), requires_grad=True, device=device)
+
+            @fa.compile
+            def value_and_grad(x):
+                y = expr(fa, x)
+                y.backward()
+                g = x.grad
+                x.grad = None
+                return y, g
+
+            def step():
+                y, g = value_and_grad(x)
+                v = float(y)
+                if device == "cuda":
+                    _cuda_sync()
+                return v, g
+
+            return Runner(step, lambda out: check((out[0], out[1].numpy())))
+
+        cases.append(Case(kind, n, "fastad fa.compile", fastad_compiled_make, warmup=3))
+
         if device == "cpu":
             def numpy_make(n=n, check=check):
                 x = chain_input(n)
@@ -470,6 +497,26 @@ def seed_cases(device: str, sizes, quick: bool) -> list:
             return g
         return Runner(step, check, inner=inner_default)
 
+    def fastad_compiled_make():
+        import fastad as fa
+        if not hasattr(fa, "compile"):
+            raise Skip("this fastad has no fastad.compile")
+        if device == "cuda":
+            _require_fastad_cuda()
+
+        @fa.compile
+        def grad_of_square(x):
+            y = x ** 2
+            y.backward()
+            return x.grad
+
+        def step():
+            for _ in range(inner_default):
+                x = fa.tensor(5.0, requires_grad=True, device=device)
+                g = float(grad_of_square(x))
+            return g
+        return Runner(step, check, inner=inner_default)
+
     def torch_make():
         import torch
         dev = _torch_device(device)
@@ -511,6 +558,7 @@ def seed_cases(device: str, sizes, quick: bool) -> list:
 
     return [
         Case("seed", None, "fastad", fastad_make, role="fastad", warmup=3),
+        Case("seed", None, "fastad fa.compile", fastad_compiled_make, warmup=3),
         Case("seed", None, "torch eager", torch_make, requires=("torch",)),
         Case("seed", None, "jax jit", jax_make, requires=("jax",)),
         Case("seed", None, "drjit " + ("llvm" if device == "cpu" else "cuda"), drjit_make, requires=("drjit",)),

@@ -22,7 +22,7 @@ from .ops import const
 from .tensor import Tensor, _fresh
 
 __all__ = ["tensor", "asarray", "from_numpy", "zeros", "ones", "full", "empty", "zeros_like",
-           "ones_like", "full_like", "empty_like", "arange", "linspace", "eye", "from_dlpack"]
+           "ones_like", "full_like", "empty_like", "arange", "linspace", "eye", "from_dlpack", "meshgrid", "tril", "triu"]
 
 # Python data (not numpy arrays) takes fastad's defaults: float32, int64, complex64.
 _PY_DEFAULTS = {"float64": dt.float32, "int64": dt.int64, "complex128": dt.complex64, "bool": dt.bool}
@@ -155,6 +155,7 @@ def _shape(shape) -> tuple:
 
 
 def _shape_args(shape) -> tuple:
+    """A shape given as one sequence (the array API's `zeros((2, 3))`) or as ints (`zeros(2, 3)`)."""
     return _shape(shape[0] if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)) else shape)
 
 
@@ -171,16 +172,17 @@ def full(shape, fill_value, *, dtype=None, device=None, requires_grad=False) -> 
     return _finish(const(fill_value, _shape(shape), dt.to_dtype(dtype), to_device(device)), requires_grad)
 
 
-def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return full(_shape_args(shape), 0, dtype=dtype or dt.default_float, device=device, requires_grad=requires_grad)
+def zeros(shape, *more, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return full(_shape_args((shape,) + more), 0, dtype=dtype or dt.default_float, device=device, requires_grad=requires_grad)
 
 
-def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return full(_shape_args(shape), 1, dtype=dtype or dt.default_float, device=device, requires_grad=requires_grad)
+def ones(shape, *more, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return full(_shape_args((shape,) + more), 1, dtype=dtype or dt.default_float, device=device, requires_grad=requires_grad)
 
 
-def empty(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return zeros(*shape, dtype=dtype, device=device, requires_grad=requires_grad)
+def empty(shape, *more, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Zeros (fastad has no uninitialised memory to hand out). `empty(2, 3)` or `empty((2, 3))`."""
+    return zeros(shape, *more, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
 def _like(x: Tensor, dtype, device):
@@ -226,3 +228,45 @@ def eye(n_rows, n_cols=None, /, *, k=0, dtype=None, device=None, requires_grad=F
     dtype = dt.to_dtype(dtype or dt.default_float)
     arr = np.eye(int(n_rows), None if n_cols is None else int(n_cols), k=k, dtype=dtype.np)
     return _finish(buffer_node(arr, device), requires_grad)
+
+
+def meshgrid(*arrays, indexing: str = "xy") -> list:
+    """Coordinate grids from 1-d tensors ("xy": Cartesian, the first two axes swapped; "ij": matrix)."""
+    from .tensor import _broadcast
+    if indexing not in ("xy", "ij"):
+        raise ValueError(f"meshgrid: indexing must be 'xy' or 'ij', got {indexing!r}")
+    for a in arrays:
+        if not isinstance(a, Tensor) or a.ndim != 1:
+            raise ValueError("meshgrid: every input must be a 1-d fastad Tensor")
+    if len({a.dtype for a in arrays}) > 1:
+        raise ValueError("meshgrid: all inputs must have the same dtype")
+    shape = [a.shape[0] for a in arrays]
+    if indexing == "xy" and len(arrays) > 1:
+        shape[0], shape[1] = shape[1], shape[0]
+    out = []
+    for i, a in enumerate(arrays):
+        ax = (1 if i == 0 else 0 if i == 1 else i) if indexing == "xy" and len(arrays) > 1 else i
+        view = a.reshape(tuple(a.shape[0] if k == ax else 1 for k in range(len(arrays))))
+        out.append(_fresh(_broadcast(view, tuple(shape))))
+    return out
+
+
+def _triangle(x, k, lower: bool, name: str):
+    from .api.elementwise import where
+    if not isinstance(x, Tensor) or x.ndim < 2:
+        raise ValueError(f"{name}: expected a fastad Tensor of at least 2 dimensions")
+    n, m = x.shape[-2:]
+    keep = np.tri(n, m, int(k), dtype=bool)          # j <= i + k
+    keep = keep if lower else ~np.tri(n, m, int(k) - 1, dtype=bool)
+    zero = Tensor(const(0, (), x.dtype, x.device))
+    return where(asarray(keep, device=x.device), x, zero)
+
+
+def tril(x, /, *, k: int = 0):
+    """`x` with the elements above the k-th diagonal zeroed (the gradient passes where kept)."""
+    return _triangle(x, k, True, "tril")
+
+
+def triu(x, /, *, k: int = 0):
+    """`x` with the elements below the k-th diagonal zeroed (the gradient passes where kept)."""
+    return _triangle(x, k, False, "triu")

@@ -134,7 +134,8 @@ def apply(name: str, *srcs: Node, arg=None) -> Node:
             raise TypeError("where: the condition must be bool")
         if in_dtype.kind not in _DOMAIN_KINDS[op.domain]:
             raise TypeError(f"{name} is not defined for {in_dtype.name} (needs {op.domain})")
-        out_dtype = in_dtype if op.out == "same" else dt.bool if op.out == "bool" else arg
+        out_dtype = (in_dtype if op.out == "same" else dt.bool if op.out == "bool" else
+                     _REAL_OF.get(in_dtype, in_dtype) if op.out == "real" else arg)
         folded = _fold(op, srcs, arg, shape, out_dtype)
         if folded is not None:
             return folded
@@ -266,6 +267,41 @@ _unary("erf", lambda x: np.asarray(_libm_erf(x), np.float64).astype(x.dtype), "e
        lambda c, g: (f.mul(g, f.mul(f.like(2 / math.sqrt(math.pi), c.x), f.exp(f.neg(f.mul(c.x, c.x))))),))
 
 
+# the array API's remaining elementwise functions (inverse/hyperbolic trig, log2/log10, trunc)
+_unary("acos", np.arccos, "acos({0})", lambda c, g: (
+    f.neg(f.div(g, f.sqrt(f.sub(f.like(1, c.x), f.mul(c.x, c.x))))),), singular=True)
+_unary("asin", np.arcsin, "asin({0})", lambda c, g: (
+    f.div(g, f.sqrt(f.sub(f.like(1, c.x), f.mul(c.x, c.x)))),), singular=True)
+_unary("atan", np.arctan, "atan({0})", lambda c, g: (
+    f.div(g, f.add(f.like(1, c.x), f.mul(c.x, c.x))),))
+_unary("acosh", np.arccosh, "acosh({0})", lambda c, g: (
+    f.div(g, f.sqrt(f.sub(f.mul(c.x, c.x), f.like(1, c.x)))),), singular=True)
+_unary("asinh", np.arcsinh, "asinh({0})", lambda c, g: (
+    f.div(g, f.sqrt(f.add(f.mul(c.x, c.x), f.like(1, c.x)))),))
+_unary("atanh", np.arctanh, "atanh({0})", lambda c, g: (
+    f.div(g, f.sub(f.like(1, c.x), f.mul(c.x, c.x))),), singular=True)
+_unary("sinh", np.sinh, "sinh({0})", lambda c, g: (f.mul(g, f.cosh(c.x)),), singular=True)
+_unary("cosh", np.cosh, "cosh({0})", lambda c, g: (f.mul(g, f.sinh(c.x)),), singular=True)
+_unary("log2", np.log2, "log2({0})", lambda c, g: (
+    f.div(g, f.mul(c.x, f.like(math.log(2), c.x))),), singular=True)
+_unary("log10", np.log10, "log10({0})", lambda c, g: (
+    f.div(g, f.mul(c.x, f.like(math.log(10), c.x))),), singular=True)
+_unary("trunc", np.trunc, "trunc({0})", lambda c, g: (f.like(0, c.x),))
+_unary("signbit", np.signbit, "signbit({0})", None, out="bool")
+# bitwise_invert on integers (bool goes to logical_not in the frontend)
+_unary("bitwise_invert", np.invert, "bitwise_invert({0})", None, domain="integer")
+
+
+# complex parts (on real floats: the value, zero and the value). Gradients follow the conjugate
+# Wirtinger convention (PyTorch's): the cotangent of real(z) enters as g + 0j, of imag(z) as 0 + g*1j
+# (the frontend forms those), conj's is conj(g).
+_REAL_OF = {dt.complex64: dt.float32, dt.complex128: dt.float64}
+_unary("real", np.real, "real({0})", None, out="real")
+_unary("imag", lambda x: np.imag(x) if x.dtype.kind == "c" else np.zeros_like(x), "imag({0})", None,
+       out="real")
+_unary("conj", np.conj, "conj({0})", lambda c, g: (f.conj(g),))
+
+
 def _cast_vjp(c, g):
     return (f.cast(g, arg=c.x.dtype),) if c.x.dtype.is_floating else (None,)
 
@@ -337,6 +373,34 @@ for _name, _ref, _sym in (("lt", np.less, "<"), ("le", np.less_equal, "<="), ("g
 _binary("logical_and", np.logical_and, "({0} & {1})", None, domain="bool")
 _binary("logical_or", np.logical_or, "({0} | {1})", None, domain="bool")
 _binary("logical_xor", np.logical_xor, "({0} ^ {1})", None, domain="bool")
+
+def _atan2_vjp(c, g):
+    r2 = f.add(f.mul(c.a, c.a), f.mul(c.b, c.b))
+    return f.div(f.mul(g, c.b), r2), f.neg(f.div(f.mul(g, c.a), r2))
+
+
+def _copysign_vjp(c, g):
+    same = f.eq(f.signbit(c.a), f.signbit(c.b))   # |a| carries b's sign: +-1 times g
+    return f.where(same, g, f.neg(g)), f.like(0, c.b)
+
+
+_binary("atan2", np.arctan2, "atan2({0}, {1})", _atan2_vjp, domain="float", singular=True)
+_binary("hypot", np.hypot, "hypot({0}, {1})",
+        lambda c, g: (f.div(f.mul(g, c.a), c.y), f.div(f.mul(g, c.b), c.y)), domain="float", singular=True)
+_binary("copysign", np.copysign, "copysign({0}, {1})", _copysign_vjp, domain="float")
+_binary("logaddexp", np.logaddexp, "logaddexp({0}, {1})",
+        lambda c, g: (f.mul(g, f.exp(f.sub(c.a, c.y))), f.mul(g, f.exp(f.sub(c.b, c.y)))),
+        domain="float", singular=True)
+# nextafter is a step function of its inputs: zero gradient, as floor's
+_binary("nextafter", np.nextafter, "nextafter({0}, {1})", lambda c, g: (f.like(0, c.a), f.like(0, c.b)),
+        domain="float")
+# bitwise ops on integers (bool and/or/xor are the logical ops); shifts follow numpy: a count at or
+# past the bit width gives 0 (or -1 for a negative value shifted right)
+_binary("bitwise_and", np.bitwise_and, "({0} & {1})", None, domain="integer")
+_binary("bitwise_or", np.bitwise_or, "({0} | {1})", None, domain="integer")
+_binary("bitwise_xor", np.bitwise_xor, "({0} ^ {1})", None, domain="integer")
+_binary("bitwise_left_shift", np.left_shift, "lshift({0}, {1})", None, domain="integer")
+_binary("bitwise_right_shift", np.right_shift, "rshift({0}, {1})", None, domain="integer")
 
 defop("where", ELEMENTWISE, 3, ref=lambda cond, a, b, arg: np.where(cond, a, b),
       expr="where({0}, {1}, {2})",
@@ -453,6 +517,32 @@ def _concat_vjp(c, g):
 
 defop("concat", LIBRARY, -1, ref=lambda *xs: np.concatenate(xs[:-1], axis=xs[-1]),
       shape=_concat_shape, vjp=_concat_vjp)
+
+
+# take: gather along axis `arg` at the int64 indices of the second input (in range, non-negative;
+# the frontend checks and wraps them); its gradient scatters back with add (repeated indices sum)
+def _take_shape(srcs, axis):
+    x, idx = srcs[0].shape, srcs[1].shape
+    return x[:axis] + idx + x[axis + 1:]
+
+
+def _scatter_add_ref(g, idx, arg):
+    axis, shape = arg
+    if isinstance(g, np.ndarray):
+        out = np.zeros(shape, g.dtype)
+        np.add.at(out, (slice(None),) * axis + (idx,), g)
+        return out
+    import cupy, cupyx   # noqa: E401 - a CUDA buffer: CuPy's scatter-add
+    out = cupy.zeros(shape, g.dtype)
+    cupyx.scatter_add(out, (slice(None),) * axis + (idx,), g)
+    return out
+
+
+defop("take", LIBRARY, 2, ref=lambda x, idx, axis: x.take(idx, axis=axis), shape=_take_shape,
+      vjp=lambda c, g: (f.scatter_add(g, c.b, arg=(c.arg, c.x.shape)), None))
+# scatter_add: zeros of shape arg[1] plus g added at the indices along axis arg[0]
+defop("scatter_add", LIBRARY, 2, ref=_scatter_add_ref, shape=lambda srcs, arg: tuple(arg[1]),
+      vjp=lambda c, g: (f.take(g, c.b, arg=c.arg[0]), None))
 
 
 def _matmul_shape(srcs, arg):

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["profile", "Launch", "record_launch", "record_compile", "record_cache_hit"]
+__all__ = ["profile", "Launch", "record_launch", "record_compile", "record_cache_hit", "record_trace",
+           "record_replay"]
 
 _active: list["profile"] = []
 
@@ -30,13 +31,16 @@ class Launch:
 @dataclass
 class profile:
     """Context manager recording what ran: `launches` (each with the tier that ran it), `launched`,
-    `compiled`, `cache_hits`, `compile_seconds`. A compile finished in the background is counted
-    when its kernel first runs compiled, on the caller's thread."""
+    `compiled`, `cache_hits`, `compile_seconds`, and `traces`/`replays` of `fastad.compile`d
+    functions. A compile finished in the background is counted when its kernel first runs
+    compiled, on the caller's thread."""
 
     launches: list = field(default_factory=list)
     compiled: int = 0
     cache_hits: int = 0
     compile_seconds: float = 0.0
+    traces: int = 0
+    replays: int = 0
 
     @property
     def launched(self) -> int:
@@ -78,3 +82,13 @@ def record_compile(seconds: float) -> None:
 def record_cache_hit() -> None:
     for p in _active:
         p.cache_hits += 1
+
+
+def record_trace() -> None:
+    for p in _active:
+        p.traces += 1
+
+
+def record_replay() -> None:
+    for p in _active:
+        p.replays += 1

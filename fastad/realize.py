@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import weakref
 
+from . import capture
 from ._util import contiguous
 from .graph import Node, toposort
 from .runtime import backend_for
@@ -54,6 +55,9 @@ def _realize_transfers(order: list[Node]) -> None:
             if src.device.type != "cpu":
                 host = backend_for(src.device).to_numpy(host)
             host = contiguous(host)
+            rec = capture.recorder()
+            if rec is not None:
+                rec.transfer(n, src)
             n.settle(host if n.device.type == "cpu" else backend_for(n.device).from_numpy(host, n.device))
 
 

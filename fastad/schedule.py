@@ -32,6 +32,7 @@ from ._util import contiguous
 from .graph import Node, toposort
 from .kernel_ir import Input, Kernel, Output, Stmt
 from .ops import ELEMENTWISE, LIBRARY, MATMUL, MOVEMENT, OPS, REDUCE
+from . import capture
 from . import profiling as profile
 from .config import settings
 from .runtime import backend_for, device_scope
@@ -411,25 +412,31 @@ def run(outputs: list[Node], order: list[Node] | None = None) -> None:
         return
     backend = backend_for(outputs[0].device)
     xp = backend.xp
-    if _small_graph(outputs, order):
+    rec = capture.recorder()
+    if rec is None and _small_graph(outputs, order):   # (a step being captured must be replayable)
         # tiny tensors: numpy op by op beats planning and launching a kernel
         for node, value in zip(outputs, evaluate(outputs, xp, order)):
             node.settle(contiguous(value))
         return
     with device_scope(outputs[0].device):   # CuPy allocates views and constants on its current device
-        _run_steps(backend, xp, outputs, order)
+        _run_steps(backend, xp, outputs, order, rec)
 
 
-def _run_steps(backend, xp, outputs: list[Node], order) -> None:
+def _run_steps(backend, xp, outputs: list[Node], order, rec=None) -> None:
+    """Run the plan's steps; `rec`: a `fastad.capture` recorder told about each one."""
     for step in _cached_plan(outputs, order):
         if isinstance(step, LibraryStep):
             n = step.node
             if OPS[n.op].kind == MOVEMENT:  # a view of a computed buffer: no kernel
                 profile.record_launch(n.op, n.device, n.size, kind="view")
+                if rec is not None:
+                    rec.view(n)
                 n.settle(xp.ascontiguousarray(_operand(n, xp)).reshape(n.shape))
                 continue
             args = [_operand(s, xp) for s in n.srcs]
             profile.record_launch(n.op, n.device, n.size, kind="library")
+            if rec is not None:
+                rec.library(n, list(n.srcs))
             n.settle(backend.run_library(n.op, n.arg, args, device=n.device))
             continue
         # kernel inputs are computed nodes (constants are scalar arguments)
@@ -438,6 +445,8 @@ def _run_steps(backend, xp, outputs: list[Node], order) -> None:
         results = backend.run_kernel(step.kernel, step.shape, inputs, scalars, device=outputs[0].device)
         for node, buf in zip(step.outputs, results):
             node.settle(buf.reshape(node.shape))
+        if rec is not None:
+            rec.kernel(step, outputs[0].device)
 
 
 # Plans are cached by graph structure: a training loop rebuilds the same graph every step,

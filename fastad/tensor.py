@@ -15,6 +15,7 @@ import numbers
 import numpy as np
 
 from . import dtypes as dt
+from . import capture
 from .autodiff import GradFn, active_tapes, is_grad_enabled, no_grad, recording_tapes
 from .device import Device
 from .errors import AxisError
@@ -100,6 +101,8 @@ class Tensor:
         or still pending, from it. `np.array(t)` (or `t.numpy().copy()`) gives a
         writable copy."""
         from .runtime import backend_for
+        if capture.recorder() is not None:   # a value read while fastad.compile traces would be frozen
+            capture.recorder().host_read("reading a tensor (numpy(), item(), float(), bool(), print)")
         realize([self._node])
         buf = self._node.buffer
         if buf is None:  # a constant: one element broadcast (read-only, no memory per element)

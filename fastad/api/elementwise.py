@@ -14,7 +14,14 @@ from ..ops import const
 from ..tensor import (Tensor, _apply, _as_tensor, _binary, _cast, _fresh, _unary, _broadcast,
                       broadcast_shapes)
 
-__all__ = ["negative", "positive", "abs", "sign", "relu", "square", "isnan", "isinf", "isfinite", "logical_not", "pow", "where", "clip", "astype", "exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh", "sigmoid", "floor", "ceil", "round", "add", "subtract", "multiply", "divide", "floor_divide", "remainder", "maximum", "minimum", "less", "less_equal", "greater", "greater_equal", "equal", "not_equal", "logical_and", "logical_or", "logical_xor"]
+__all__ = ["negative", "positive", "abs", "sign", "relu", "square", "isnan", "isinf", "isfinite",
+           "logical_not", "pow", "where", "clip", "astype", "exp", "log", "log1p", "expm1", "sqrt", "sin",
+           "cos", "tan", "tanh", "sigmoid", "floor", "ceil", "round", "add", "subtract", "multiply", "divide",
+           "floor_divide", "remainder", "maximum", "minimum", "less", "less_equal", "greater", "greater_equal",
+           "equal", "not_equal", "logical_and", "logical_or", "logical_xor", "acos", "asin", "atan", "acosh",
+           "asinh", "atanh", "sinh", "cosh", "log2", "log10", "trunc", "atan2", "hypot", "copysign",
+           "logaddexp", "nextafter", "bitwise_left_shift", "bitwise_right_shift", "bitwise_and", "bitwise_or",
+           "bitwise_xor", "bitwise_invert", "signbit", "reciprocal", "real", "imag", "conj"]
 
 
 def _float_math(name):
@@ -188,3 +195,68 @@ def astype(x: Tensor, dtype, /, *, copy: builtins.bool = True, device=None) -> T
     if x.dtype is dtype:
         return _apply("copy", x) if copy else x
     return _apply("cast", x, arg=dtype)
+
+
+# ---- the rest of the standard's elementwise functions ------------------------------------
+acos, asin, atan, acosh, asinh, atanh, sinh, cosh, log2, log10 = (
+    _float_math(n) for n in ("acos", "asin", "atan", "acosh", "asinh", "atanh", "sinh", "cosh", "log2", "log10"))
+trunc = _keep_int("trunc")
+atan2, hypot, copysign, logaddexp, nextafter = (
+    _binary_fn(n) for n in ("atan2", "hypot", "copysign", "logaddexp", "nextafter"))
+bitwise_left_shift, bitwise_right_shift = _binary_fn("bitwise_left_shift"), _binary_fn("bitwise_right_shift")
+
+
+def _bitwise(name, logical):
+    def fn(x1, x2, /):
+        a = x1 if isinstance(x1, Tensor) else None
+        b = x2 if isinstance(x2, Tensor) else None
+        if (a is not None and a.dtype is dt.bool and (b is None or b.dtype is dt.bool)) or \
+                (b is not None and b.dtype is dt.bool and a is None):
+            return _binary(logical, x1, x2)  # on bools the bitwise op is the logical one
+        return _binary(name, x1, x2)
+    fn.__name__ = name
+    return fn
+
+
+bitwise_and = _bitwise("bitwise_and", "logical_and")
+bitwise_or = _bitwise("bitwise_or", "logical_or")
+bitwise_xor = _bitwise("bitwise_xor", "logical_xor")
+
+
+def bitwise_invert(x, /):
+    if isinstance(x, Tensor) and x.dtype is dt.bool:
+        return _apply("logical_not", x)
+    return _unary("bitwise_invert", x)
+
+
+def signbit(x, /):
+    """True where the sign bit is set (-0.0 and NaNs with the sign bit included)."""
+    if isinstance(x, Tensor) and not x.dtype.is_floating:
+        return less(x, 0) if x.dtype.kind == "i" else Tensor(const(False, x.shape, dt.bool, x.device))
+    return _unary("signbit", x)
+
+
+def reciprocal(x, /):
+    """1 / x (a division: the same value and gradient as `divide(1, x)`)."""
+    return divide(1.0, x)
+
+
+def real(x, /):
+    """The real part (a new tensor equal to `x` for real dtypes)."""
+    if isinstance(x, Tensor) and x.dtype.kind != "c":
+        return _fresh(x)
+    return _apply("real", x)
+
+
+def imag(x, /):
+    """The imaginary part (zeros for real dtypes)."""
+    if isinstance(x, Tensor) and x.dtype.kind != "c":
+        return Tensor(const(0, x.shape, x.dtype, x.device))
+    return _apply("imag", x)
+
+
+def conj(x, /):
+    """The complex conjugate (a new tensor equal to `x` for real dtypes)."""
+    if isinstance(x, Tensor) and x.dtype.kind != "c":
+        return _fresh(x)
+    return _apply("conj", x)

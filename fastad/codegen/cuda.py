@@ -89,6 +89,9 @@ INTRINSICS = frozenset({
     "abs", "sign", "exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh", "sigmoid",
     "erf", "relu", "logical_not", "isnan", "isinf", "isfinite", "floor", "ceil", "round", "cast", "pow",
     "floordiv", "mod", "maximum", "minimum", "where",
+    "acos", "asin", "atan", "acosh", "asinh", "atanh", "sinh", "cosh", "log2", "log10", "trunc", "signbit",
+    "atan2", "hypot", "copysign", "nextafter", "logaddexp", "bitwise_invert", "lshift", "rshift",
+    "real", "imag", "conj",
 })
 
 BLOCK = 256              # threads per block of every launch (kernels declare __launch_bounds__(256))

@@ -45,6 +45,11 @@ __all__ = ["render", "full_reductions", "merge_partials", "accumulator_dtype", "
 
 _MATHLIB = ("exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "sigmoid")
 _INTRINSIC = re.compile(r"\b([a-z_][a-z0-9_]*)\(")
+# intrinsics computed by numpy's scalar ufunc of this name inside Numba
+_NP_FUNCS = {"acos": "arccos", "asin": "arcsin", "atan": "arctan", "acosh": "arccosh", "asinh": "arcsinh",
+             "atanh": "arctanh", "sinh": "sinh", "cosh": "cosh", "log2": "log2", "log10": "log10",
+             "trunc": "trunc", "atan2": "arctan2", "hypot": "hypot", "copysign": "copysign",
+             "nextafter": "nextafter", "logaddexp": "logaddexp"}
 
 
 def _np_type(d: dt.DType) -> str:
@@ -73,6 +78,21 @@ def _call(name: str, args: list, d: dt.DType, out: dt.DType) -> str:
     }
     if name in simple:
         return simple[name]
+    if name in _NP_FUNCS:  # numpy's scalar ufuncs in Numba (libm), cast back: they may widen
+        return f"{T}(np.{_NP_FUNCS[name]}({', '.join(args)}))"
+    if name in ("real", "imag"):
+        return f"{x}.{name}" if d.kind == "c" else (x if name == "real" else f"{T}(0)")
+    if name == "conj":
+        return f"{x}.conjugate()" if d.kind == "c" else x
+    if name == "signbit":
+        return f"(math.copysign(1.0, {x}) < 0)"
+    if name == "bitwise_invert":
+        return f"{T}(~{x})"
+    if name in ("lshift", "rshift"):  # numpy: a count outside [0, bits) gives 0, or -1 (>> of a negative)
+        a, b, bits = args[0], args[1], 8 * d.np.itemsize
+        fill = f"({T}(-1) if {a} < 0 else {T}(0))" if name == "rshift" and d.kind == "i" else f"{T}(0)"
+        op = "<<" if name == "lshift" else ">>"
+        return f"({T}({a} {op} {b}) if {b} >= 0 and {b} < {bits} else {fill})"
     if name == "cast":
         return f"({x} != 0)" if out is dt.bool else f"{_np_type(out)}({x})"
     a, b = args[0], args[1] if len(args) > 1 else None

@@ -112,6 +112,36 @@ FA_DEV bool fa_isinf(float x) { return fabsf(x) == fa_inff(); }
 FA_DEV bool fa_isinf(double x) { return fabs(x) == fa_inf(); }
 FA_DEV bool fa_isfinite(float x) { return fabsf(x) < fa_inff(); }    // false for nan
 FA_DEV bool fa_isfinite(double x) { return fabs(x) < fa_inf(); }
+// inverse and hyperbolic trig, log2/log10, trunc, signbit and the float binary functions of the
+// array API: CUDA's libm, which follows C99 Annex F on NaN, +-inf and signed zeros as numpy does
+#define FA_LIBM_FLOAT(T, S)                                                        \
+    FA_DEV T fa_acos(T x) { return acos##S(x); }                                   \
+    FA_DEV T fa_asin(T x) { return asin##S(x); }                                   \
+    FA_DEV T fa_atan(T x) { return atan##S(x); }                                   \
+    FA_DEV T fa_acosh(T x) { return acosh##S(x); }                                 \
+    FA_DEV T fa_asinh(T x) { return asinh##S(x); }                                 \
+    FA_DEV T fa_atanh(T x) { return atanh##S(x); }                                 \
+    FA_DEV T fa_sinh(T x) { return sinh##S(x); }                                   \
+    FA_DEV T fa_cosh(T x) { return cosh##S(x); }                                   \
+    FA_DEV T fa_log2(T x) { return log2##S(x); }                                   \
+    FA_DEV T fa_log10(T x) { return log10##S(x); }                                 \
+    FA_DEV T fa_trunc(T x) { return trunc##S(x); }                                 \
+    FA_DEV bool fa_signbit(T x) { return signbit(x); }                             \
+    FA_DEV T fa_atan2(T a, T b) { return atan2##S(a, b); }                         \
+    FA_DEV T fa_hypot(T a, T b) { return hypot##S(a, b); }                         \
+    FA_DEV T fa_copysign(T a, T b) { return copysign##S(a, b); }                   \
+    FA_DEV T fa_nextafter(T a, T b) { return nextafter##S(a, b); }                 \
+    FA_DEV T fa_real(T x) { return x; }  /* complex parts of a real value */     \
+    FA_DEV T fa_imag(T x) { return (T)0; }                                         \
+    FA_DEV T fa_conj(T x) { return x; }                                            \
+    FA_DEV T fa_logaddexp(T a, T b) {                                              \
+        if (a != a || b != b) return a + b;                                        \
+        if (a == b) return a + log1p##S((T)1);  /* also +-inf == +-inf */          \
+        T m = a > b ? a : b, d = a > b ? b - a : a - b;                            \
+        return m + log1p##S(exp##S(d));                                            \
+    }
+FA_LIBM_FLOAT(float, f)
+FA_LIBM_FLOAT(double, )
 FA_DEV float fa_pow(float a, float b) { return powf(a, b); }
 FA_DEV double fa_pow(double a, double b) { return pow(a, b); }
 
@@ -177,6 +207,24 @@ FA_FLOAT_DIVMOD(double, fmod, floor, copysign)
 // ---------------------------------------------------------------------------
 
 // Arithmetic that may overflow runs in the unsigned twin, so it wraps like numpy.
+// Shifts as numpy: a count outside [0, bits) gives 0 (or -1 for a negative value shifted right).
+#define FA_SHIFTS(T, U, NEG_FILL)                                                  \
+    FA_DEV T fa_bitwise_invert(T a) { return (T)~a; }                              \
+    FA_DEV T fa_lshift(T a, T b) {                                                 \
+        return (fa_u64)(long long)b < 8 * sizeof(T) ? (T)((U)a << b) : (T)0;       \
+    }                                                                              \
+    FA_DEV T fa_rshift(T a, T b) {                                                 \
+        return (fa_u64)(long long)b < 8 * sizeof(T) ? (T)(a >> b) : (NEG_FILL);    \
+    }
+FA_SHIFTS(signed char, unsigned char, a < 0 ? (signed char)-1 : (signed char)0)
+FA_SHIFTS(short, unsigned short, a < 0 ? (short)-1 : (short)0)
+FA_SHIFTS(int, unsigned int, a < 0 ? -1 : 0)
+FA_SHIFTS(long long, unsigned long long, a < 0 ? -1LL : 0LL)
+FA_SHIFTS(unsigned char, unsigned char, (unsigned char)0)
+FA_SHIFTS(unsigned short, unsigned short, (unsigned short)0)
+FA_SHIFTS(unsigned int, unsigned int, 0u)
+FA_SHIFTS(unsigned long long, unsigned long long, 0ULL)
+
 #define FA_SIGNED_INT(T, U)                                                        \
     FA_DEV T fa_abs(T a) { return a < (T)0 ? (T)((U)0 - (U)a) : a; }               \
     FA_DEV T fa_sign(T a) { return (T)((a > (T)0) - (a < (T)0)); }                 \

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from ..capture import eager
+
 __all__ = ["LRScheduler", "StepLR", "CosineAnnealingLR", "LambdaLR"]
 
 
@@ -40,6 +42,7 @@ class LRScheduler:
         """The learning rates the last `step()` set, one per param group."""
         return list(self._last_lr)
 
+    @eager   # pure Python state: inside a fastad.compile'd step it runs at each replay
     def step(self) -> None:
         """Advance one epoch (or step) and write the new learning rates into the param groups."""
         self._step_count += 1

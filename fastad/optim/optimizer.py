@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 
 from ..autodiff import enable_grad, no_grad
+from ..capture import eager
 from ..ops import apply, const
 from ..realize import realize
 from ..tensor import Tensor
@@ -158,6 +159,7 @@ class Optimizer:
         """The `FlatBucket`s of param group `group` (layout: params, offsets, sizes, dtype, device)."""
         return list(self._buckets[group])
 
+    @eager   # inside a fastad.compile'd step it runs again at each replay (its Python state moves on)
     def step(self, closure=None, *, flat_grads: dict | None = None):
         """Update every parameter that has a gradient; one fused kernel per bucket.
 

@@ -1,0 +1,551 @@
+"""capture: `fastad.compile(fn)` captures what a function runs once, then replays it.
+
+Start at `compile` and `_Compiled.__call__`. The first call with a new input
+signature runs `fn` normally under a `_Recorder`, which the scheduler tells
+about every step it executes (fused kernels, library calls, views, device
+copies). At the end the recorder resolves each buffer the steps read:
+
+* made by an earlier recorded step: a slot filled during replay;
+* the buffer of an argument: read from the new argument at each call;
+* held by a tensor reachable from the arguments or the function's closure
+  (model parameters, `.grad`, state rebound inside the step): read from that
+  tensor at each call, so updates made outside the function are seen;
+* anything else (a constant made inside the function): kept, as buffers are
+  immutable.
+
+Later calls with the same signature replay the steps with the new buffers:
+no graph building, no autodiff, no planning, only the kernels and library
+calls. Tensors the function rebound (`p -= lr * p.grad`, `p.grad`) are rebound
+to the replayed results, and the returned tensors hold the new values.
+
+Limits (documented in docs/TRAINING.md, "Step capture"): Python float arguments
+become 0-d float32 tensors inside the function, so a changed value (a learning
+rate) replays without retracing; int, bool and other Python arguments are part
+of the signature (a new value retraces). Python control flow on tensor values
+and reading values (`item()`, `numpy()`, `bool()`) inside the function are not
+captured and raise `CompileError`; other Python side effects (printing,
+counters) happen only while tracing. Returned tensors carry no graph.
+"""
+from __future__ import annotations
+
+import functools
+import types
+
+import numpy as np
+
+from . import profiling
+from .errors import CompileError
+from .graph import Node
+
+__all__ = ["compile", "capturing"]
+
+_recorder = None   # the active _Recorder while a function is being traced
+
+
+def capturing() -> bool:
+    """True while `fastad.compile` traces a function (replay needs every value to come from tensors)."""
+    return _recorder is not None
+
+
+def recorder():
+    """The active recorder, or None (also inside an `eager` call, whose work is not recorded)."""
+    return None if _recorder is None or _recorder.paused else _recorder
+
+
+def eager(fn):
+    """Decorator for methods whose Python state matters (an optimizer's step, an LR schedule):
+    a call made while a function is captured is not recorded but runs again, eagerly, at that
+    point of every replay, after the tensors it reads have been brought up to date."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        rec = _recorder
+        if rec is None or rec.paused:
+            return fn(*args, **kwargs)
+        before = rec.snapshot()
+        rec.paused = True
+        try:
+            out = fn(*args, **kwargs)
+        finally:
+            rec.paused = False
+        rec.steps.append(("eager", fn, args, kwargs, before, rec.snapshot()))
+        return out
+    return wrapper
+
+
+# ---------------------------------------------------------------------------
+# Recording (called by the scheduler and realize)
+# ---------------------------------------------------------------------------
+
+def _recipe(node: Node):
+    """(base node, movement chain) for a library operand: a buffer read through views."""
+    chain = []
+    while node.buffer is None and node.op != "const" and node.op in ("reshape", "permute", "expand", "slice"):
+        chain.append((node.op, node.arg))
+        node = node.srcs[0]
+    return node, tuple(reversed(chain))
+
+
+class _Recorder:
+    def __init__(self, state: list):
+        self.steps: list = []
+        self.produced: dict[int, Node] = {}     # id(node) -> node made by a recorded step
+        self.keep: list = []                    # nodes referenced by the program (kept alive)
+        self.state = state                      # tensors the function may read or rebind
+        self.paused = False
+
+    def snapshot(self) -> dict:
+        """{id(tensor): (its node, its .grad's node or None)} for every state tensor."""
+        from .realize import realize
+        realize([t._node for t in self.state] + [t.grad._node for t in self.state if t.grad is not None])
+        snap = {id(t): (t._node, t.grad._node if t.grad is not None else None) for t in self.state}
+        self.keep.extend(n for pair in snap.values() for n in pair if n is not None)
+        return snap
+
+    def _made(self, node: Node) -> None:
+        self.produced[id(node)] = node
+        self.keep.append(node)
+
+    def kernel(self, step, device) -> None:
+        self.keep.extend(n for n, _ in step.inputs)
+        self.steps.append(("kernel", step.kernel, step.shape, [(n, v.offset, v.strides) for n, v in step.inputs],
+                           [c.arg for c in step.scalars], list(step.outputs), device))
+        for n in step.outputs:
+            self._made(n)
+
+    def library(self, node: Node, srcs: list) -> None:
+        recipes = [_recipe(s) for s in srcs]
+        self.keep.extend(b for b, _ in recipes)
+        self.steps.append(("library", node.op, node.arg, recipes, node))
+        self._made(node)
+
+    def view(self, node: Node) -> None:
+        base, chain = _recipe(node)
+        self.keep.append(base)
+        self.steps.append(("view", (base, chain), node))
+        self._made(node)
+
+    def transfer(self, node: Node, src: Node) -> None:
+        self.keep.append(src)
+        self.steps.append(("transfer", src, node))
+        self._made(node)
+
+    def host_read(self, what: str) -> None:
+        raise CompileError(f"{what} inside a function being compiled: the value would be frozen at "
+                           "trace time. Return the tensor and read it outside, or use fastad.where "
+                           "instead of Python control flow on values")
+
+
+# ---------------------------------------------------------------------------
+# Finding the state a function reads: tensors reachable from its arguments and closure
+# ---------------------------------------------------------------------------
+
+def _reachable_tensors(roots, limit: int = 100_000) -> list:
+    from .tensor import Tensor
+    out, seen, stack = [], set(), list(roots)
+    while stack and len(seen) < limit:
+        obj = stack.pop()
+        if id(obj) in seen or obj is None or isinstance(obj, (str, bytes, int, float, complex, bool, np.ndarray,
+                                                               types.ModuleType, type, Node)):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, Tensor):
+            out.append(obj)
+            continue
+        if isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+        elif isinstance(obj, (types.FunctionType, types.MethodType, functools.partial)):
+            stack.extend(_closure_roots(obj))
+        elif hasattr(obj, "__dict__"):
+            stack.extend(vars(obj).values())
+        elif hasattr(obj, "__slots__"):
+            stack.extend(getattr(obj, s, None) for s in obj.__slots__ if isinstance(s, str))
+    return out
+
+
+def _closure_roots(fn) -> list:
+    roots = []
+    if isinstance(fn, functools.partial):
+        return [fn.func, fn.args, fn.keywords]
+    if isinstance(fn, types.MethodType):
+        roots.append(fn.__self__)
+        fn = fn.__func__
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return roots + ([vars(fn)] if hasattr(fn, "__dict__") else [])
+    roots += [c.cell_contents for c in (fn.__closure__ or ()) if _filled(c)]
+    g = getattr(fn, "__globals__", {})
+    roots += [g[name] for name in code.co_names if name in g and not isinstance(g[name], types.ModuleType)]
+    return roots
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents
+        return True
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------
+# The compiled function
+# ---------------------------------------------------------------------------
+
+def _flatten(obj):
+    """(leaves, rebuild) for nested lists, tuples and dicts."""
+    if isinstance(obj, (list, tuple)):
+        parts = [_flatten(o) for o in obj]
+        leaves = [l for p in parts for l in p[0]]
+
+        def rebuild(xs, parts=parts, kind=type(obj)):
+            out, i = [], 0
+            for ls, rb in parts:
+                out.append(rb(xs[i:i + len(ls)]))
+                i += len(ls)
+            return kind(out) if kind in (list, tuple) else kind(*out)
+        return leaves, rebuild
+    if isinstance(obj, dict):
+        keys = list(obj)
+        leaves, rebuild = _flatten([obj[k] for k in keys])
+        return leaves, lambda xs: dict(zip(keys, rebuild(xs)))
+    return [obj], lambda xs: xs[0]
+
+
+_DEPS = None
+
+
+def _const(value, shape, dtype, device):
+    from .ops import const
+    return const(value, shape, dtype, device)
+
+
+def _deps():
+    """The modules replay uses, imported once (they import this module, so not at the top)."""
+    global _DEPS
+    if _DEPS is None:
+        from .ops import OPS
+        from .realize import realize
+        from .runtime import backend_for, device_scope
+        from .tensor import Tensor
+        _DEPS = (OPS, realize, backend_for, device_scope, Tensor)
+    return _DEPS
+
+
+def _positional(xs):
+    return [list(xs), {}]
+
+
+class _Program:
+    """One traced call, ready to replay: each step is bound to its backend, and each input to a
+    reader of where its buffer comes from (an earlier step, an argument, a state tensor)."""
+
+    def __init__(self, steps, state, rebinds, outputs, rebuild, state_guard):
+        from .runtime import backend_for
+        self.state, self.rebinds, self.outputs = state, rebinds, outputs
+        self.rebuild, self.state_guard = rebuild, state_guard
+        self.arg_index = sorted({s[1] for s in _all_slots(steps, rebinds, outputs) if s[0] == "arg"})
+        self.steps = []
+        for st in steps:
+            kind = st[0]
+            if kind == "kernel":
+                _, kernel, shape, ins, scalars, outs, device = st
+                self.steps.append((0, backend_for(device).run_kernel, kernel, shape,
+                                   [(_reader(s), off, strides) for s, off, strides in ins], scalars, outs, device))
+            elif kind == "library":
+                _, op, arg, recipes, nid, shape, device = st
+                self.steps.append((1, backend_for(device).run_library, op, arg,
+                                   [(_reader(s), chain) for s, chain in recipes], nid, device))
+            elif kind == "view":
+                _, (s, chain), nid, shape, device = st
+                self.steps.append((2, backend_for(device).xp, _reader(s), chain, nid, shape))
+            elif kind == "eager":
+                _, fn, eargs, ekwargs, rebinds_before = st
+                self.steps.append((4, fn, eargs, ekwargs, _rebind_readers(rebinds_before)))
+            else:
+                _, s, nid, device = st
+                self.steps.append((3, _reader(s), nid, device))
+        self.rebind_readers = _rebind_readers(rebinds)
+        self.output_readers = [(None if s is None else _reader(s), s, v, dtype, device)
+                               for _, s, v, dtype, device in outputs]
+        self.devices = {st[-1] for st in steps if st[0] == "kernel"}
+
+    def run(self, leaves):
+        OPS, realize, backend_for, device_scope, Tensor = _deps()
+        pending = [x._node for x in leaves if isinstance(x, Tensor) and x._node.buffer is None]
+        for t in self.state:
+            if t._node.buffer is None and t._node.op != "const":
+                pending.append(t._node)
+            if t.grad is not None and t.grad._node.buffer is None and t.grad._node.op != "const":
+                pending.append(t.grad._node)
+        if pending:
+            realize(pending)
+        env: dict = {}
+        scope = device_scope(next(iter(self.devices))) if len(self.devices) == 1 else None
+        if scope is not None:
+            scope.__enter__()
+        try:
+            for st in self.steps:
+                kind = st[0]
+                if kind == 0:
+                    _, run_kernel, kernel, shape, ins, scalars, outs, device = st
+                    results = run_kernel(kernel, shape, [(read(env, leaves).reshape(-1), off, strides)
+                                                         for read, off, strides in ins], scalars, device=device)
+                    for (nid, nshape), buf in zip(outs, results):
+                        env[nid] = buf.reshape(nshape)
+                elif kind == 1:
+                    _, run_library, op, arg, recipes, nid, device = st
+                    operands = []
+                    for read, chain in recipes:
+                        a = read(env, leaves)
+                        for mop, marg in chain:
+                            a = OPS[mop].ref(a, marg)
+                        operands.append(a)
+                    env[nid] = run_library(op, arg, operands, device=device)
+                elif kind == 2:
+                    _, xp, read, chain, nid, shape = st
+                    a = read(env, leaves)
+                    for mop, marg in chain:
+                        a = OPS[mop].ref(a, marg)
+                    env[nid] = xp.ascontiguousarray(a).reshape(shape)
+                elif kind == 4:
+                    _, fn, eargs, ekwargs, rebinds_before = st
+                    _apply_rebinds(rebinds_before, env, leaves, Tensor)
+                    fn(*eargs, **ekwargs)
+                else:
+                    _, read, nid, device = st
+                    src = read(env, leaves)
+                    host = src if isinstance(src, np.ndarray) else src.get()
+                    env[nid] = host if device.type == "cpu" else backend_for(device).from_numpy(
+                        np.ascontiguousarray(host), device)
+        finally:
+            if scope is not None:
+                scope.__exit__(None, None, None)
+        _apply_rebinds(self.rebind_readers, env, leaves, Tensor)
+        outs = [v if read is None else Tensor(_node_for(read, s, env, leaves, v, dtype, device))
+                for read, s, v, dtype, device in self.output_readers]
+        return self.rebuild(outs)
+
+
+def _rebind_readers(rebinds) -> list:
+    return [(t, attr, None if s is None else _reader(s), s, shape, dtype, device)
+            for t, attr, s, shape, dtype, device in rebinds]
+
+
+def _apply_rebinds(readers, env, leaves, Tensor) -> None:
+    for t, attr, read, s, shape, dtype, device in readers:
+        if type(t) is int:
+            t = leaves[t]
+        if attr == "node":
+            t._node = _node_for(read, s, env, leaves, shape, dtype, device)
+        else:
+            t.grad = None if read is None else Tensor(_node_for(read, s, env, leaves, shape, dtype, device))
+
+
+def _all_slots(steps, rebinds, outputs):
+    for st in steps:
+        if st[0] == "kernel":
+            yield from (s for s, _, _ in st[3])
+        elif st[0] == "library":
+            yield from (s for s, _ in st[3])
+        elif st[0] == "view":
+            yield st[1][0]
+        elif st[0] == "eager":
+            yield from (r[2] for r in st[4] if r[2] is not None)
+        else:
+            yield st[1]
+    yield from (r[2] for r in rebinds if r[2] is not None)
+    yield from (o[1] for o in outputs if o[1] is not None)
+
+
+def _reader(s):
+    """A function (env, args) -> the buffer slot `s` names at replay."""
+    kind = s[0]
+    if kind == "made":
+        nid = s[1]
+        return lambda env, args: env[nid]
+    if kind == "arg":
+        i = s[1]
+
+        def arg(env, args):
+            x = args[i]
+            return np.asarray(x, np.float32) if type(x) is float else x._node.buffer
+        return arg
+    if kind == "state":
+        t, attr = s[1], s[2]
+
+        def state(env, args):
+            node = t._node if attr == "node" else t.grad._node
+            if node.buffer is not None:
+                return node.buffer
+            return np.broadcast_to(np.asarray(node.arg, node.dtype.np), node.shape)
+        return state
+    if kind == "const":
+        value = np.broadcast_to(np.asarray(s[1], s[3].np), s[2])
+        return lambda env, args: value
+    buf = s[1]
+    return lambda env, args: buf
+
+
+def _node_for(read, s, env, args, shape, dtype, device):
+    if s[0] == "const":
+        return _const(s[1], shape, dtype, device)
+    return Node("buffer", (), tuple(shape), dtype, device, buffer=read(env, args))
+
+
+class _Compiled:
+    def __init__(self, fn):
+        self.fn = fn
+        self.programs: dict = {}
+        functools.update_wrapper(self, fn)
+
+    def __get__(self, obj, objtype=None):   # decorating a method
+        return self if obj is None else functools.partial(self, obj)
+
+    # ---- signature ---------------------------------------------------------------
+    @staticmethod
+    def _signature(leaves) -> tuple:
+        Tensor = _deps()[4]
+        sig = []
+        for x in leaves:
+            if isinstance(x, Tensor):
+                sig.append(("T", x.shape, x.dtype, x.device, x.requires_grad))
+            elif type(x) is float:
+                sig.append(("f",))     # dynamic: a 0-d tensor inside
+            else:
+                try:
+                    hash(x)
+                except TypeError:
+                    raise CompileError(f"fastad.compile: argument of type {type(x).__name__} is neither a "
+                                       "tensor nor a hashable Python value") from None
+                sig.append(("v", type(x), x))
+        return tuple(sig)
+
+    def __call__(self, *args, **kwargs):
+        if not kwargs and not any(isinstance(a, (list, tuple, dict)) for a in args):
+            leaves, rebuild = list(args), _positional
+        else:
+            leaves, rebuild = _flatten([list(args), kwargs])
+        key = self._signature(leaves)
+        prog = self.programs.get(key)
+        if prog is not None and prog.state_guard():
+            return self._replay(prog, leaves)
+        return self._trace(key, leaves, rebuild)
+
+    # ---- tracing -------------------------------------------------------------------
+    def _trace(self, key, leaves, rebuild):
+        global _recorder
+        from .realize import realize
+        from .tensor import Tensor
+        from .creation import tensor as make_tensor
+        if _recorder is not None:
+            raise CompileError("fastad.compile: a compiled function called while another one is being "
+                               "traced; compile the outer function only")
+        call_leaves = [make_tensor(x) if type(x) is float else x for x in leaves]
+        arg_tensors = [x for x in call_leaves if isinstance(x, Tensor)]
+        realize([t._node for t in arg_tensors])
+        arg_slots = {id(t._node): i for i, t in enumerate(call_leaves) if isinstance(t, Tensor)}
+        # state: tensors reachable from the arguments and the closure, and their .grad
+        arg_ids = {id(t) for t in arg_tensors}
+        state = [t for t in _reachable_tensors(_closure_roots(self.fn) + list(leaves)) if id(t) not in arg_ids]
+        realize([t._node for t in state] + [t.grad._node for t in state if t.grad is not None])
+        arg_index = {id(t): i for i, t in enumerate(call_leaves) if isinstance(t, Tensor)}
+        rec = _Recorder(state + arg_tensors)      # arguments too: the function may set their .grad
+        start = rec.snapshot()
+        args, kwargs = rebuild(call_leaves)
+        _recorder = rec
+        try:
+            result = self.fn(*args, **kwargs)
+            out_leaves, out_rebuild = _flatten(result)
+            outs = [o for o in out_leaves if isinstance(o, Tensor)]
+            realize([o._node for o in outs])          # also flushes pending in-place updates
+            end = rec.snapshot()
+        finally:
+            _recorder = None
+        profiling.record_trace()
+        # a node held by a state tensor at the start or after an eager call is read from that tensor
+        owners: dict[int, tuple] = {}
+        for snap in [start] + [st[5] for st in rec.steps if st[0] == "eager"]:
+            for t in rec.state:
+                node, grad = snap[id(t)]
+                owners.setdefault(id(node), (t, "node"))
+                if grad is not None:
+                    owners.setdefault(id(grad), (t, "grad"))
+
+        def slot(node):
+            """Where `node`'s buffer comes from at replay."""
+            if node.op == "const" and node.buffer is None:
+                return ("const", node.arg, node.shape, node.dtype)
+            if id(node) in rec.produced:
+                return ("made", id(node))
+            if id(node) in arg_slots:
+                return ("arg", arg_slots[id(node)])
+            if id(node) in owners:
+                t, attr = owners[id(node)]
+                return ("state", t, attr)
+            return ("kept", node.buffer)
+
+        def rebinds_between(prev, now):
+            """What recorded steps rebound between two snapshots (replay rebinds the same)."""
+            out = []
+            for t in rec.state:
+                (n0, g0), (n1, g1) = prev[id(t)], now[id(t)]
+                who = arg_index.get(id(t), t)     # an argument is found by position at replay
+                if n1 is not n0:
+                    out.append((who, "node", slot(n1), n1.shape, n1.dtype, n1.device))
+                if g1 is not g0:
+                    out.append((who, "grad", None if g1 is None else slot(g1), n1.shape, n1.dtype, n1.device))
+            return out
+
+        prev = start
+        for st in rec.steps:
+            if st[0] == "eager":
+                prev = st[5]
+        rebinds = rebinds_between(prev, end)
+        outputs = [(i, slot(o._node), o.shape, o.dtype, o.device) if isinstance(o, Tensor)
+                   else (i, None, o, None, None) for i, o in enumerate(out_leaves)]
+        steps = []
+        prev_snap = start
+        for st in rec.steps:
+            if st[0] == "kernel":
+                _, kernel, shape, ins, scalars, outs_, device = st
+                steps.append(("kernel", kernel, shape, [(slot(n), off, strides) for n, off, strides in ins],
+                              scalars, [(id(n), n.shape) for n in outs_], device))
+            elif st[0] == "library":
+                _, op, arg, recipes, node = st
+                steps.append(("library", op, arg, [(slot(b), chain) for b, chain in recipes], id(node),
+                              node.shape, node.device))
+            elif st[0] == "view":
+                _, (base, chain), node = st
+                steps.append(("view", (slot(base), chain), id(node), node.shape, node.device))
+            elif st[0] == "eager":
+                _, fn, eargs, ekwargs, before, after = st
+                steps.append(("eager", fn, eargs, ekwargs, rebinds_between(prev_snap, before)))
+                prev_snap = after
+            else:
+                _, src, node = st
+                steps.append(("transfer", slot(src), id(node), node.device))
+        shapes = {id(t): (t._node.shape, t._node.dtype, t._node.device) for t in state}
+
+        def state_guard(state=state, shapes=shapes):
+            return all((t._node.shape, t._node.dtype, t._node.device) == shapes[id(t)] for t in state)
+        self.programs[key] = _Program(steps, state, rebinds, outputs, out_rebuild, state_guard)
+        return result
+
+    # ---- replay --------------------------------------------------------------------
+    @staticmethod
+    def _replay(prog, leaves):
+        profiling.record_replay()
+        return prog.run(leaves)
+
+
+def compile(fn=None):
+    """Capture `fn` (a training step, a loss and its gradient, ...) on its first call and replay it after.
+
+    `step = fastad.compile(step)` or `@fastad.compile`. See this module's docstring for what is
+    captured and for the limits; `fastad.profile()` counts traces and replays."""
+    if fn is None:
+        return compile
+    if not callable(fn):
+        raise TypeError(f"fastad.compile: expected a function, got {type(fn).__name__}")
+    return _Compiled(fn)
