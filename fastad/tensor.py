@@ -224,6 +224,10 @@ class Tensor:
         return (1, 0) if self.device.type == "cpu" else (2, self.device.index)
 
     def __array_namespace__(self, *, api_version=None):
+        """The `fastad` module, which implements the array API standard (2024.12 and the earlier
+        versions, which it contains)."""
+        if api_version is not None and api_version not in ("2021.12", "2022.12", "2023.12", "2024.12"):
+            raise ValueError(f"__array_namespace__: unsupported api_version {api_version!r}")
         import fastad
         return fastad
 
@@ -304,7 +308,7 @@ class Tensor:
         record = self._ctx is not None or (isinstance(other, Tensor) and other._tracked)
         if is_grad_enabled() and record and not (self._ctx is None and self._leaf_requires_grad):
             # the old value becomes its own tensor: with `self` as the parent the graph would be a cycle
-            out = _binary(name, Tensor(self._node, self._ctx), other)
+            out = _inplace_op(name, Tensor(self._node, self._ctx), other)
             if out.shape != self.shape:
                 raise ValueError(f"in-place {name}: result shape {out.shape} differs from {self.shape}")
             if out.dtype is not self.dtype:
@@ -315,7 +319,7 @@ class Tensor:
             self._node, self._ctx = out._node, out._ctx
             return self
         with no_grad():
-            out = _binary(name, self, other)
+            out = _inplace_op(name, self, other)
         return self._assign(out._node, f"in-place {name}")
 
     __iadd__ = lambda self, o: self._inplace("add", o)
@@ -324,6 +328,13 @@ class Tensor:
     __itruediv__ = lambda self, o: self._inplace("div", o)
     __ipow__ = lambda self, o: self._inplace("pow", o)
     __ifloordiv__ = lambda self, o: self._inplace("floordiv", o)
+    __imod__ = lambda self, o: self._inplace("mod", o)
+    __imatmul__ = lambda self, o: self._inplace("matmul", o)
+    __iand__ = lambda self, o: self._inplace("bitwise_and", o)
+    __ior__ = lambda self, o: self._inplace("bitwise_or", o)
+    __ixor__ = lambda self, o: self._inplace("bitwise_xor", o)
+    __ilshift__ = lambda self, o: self._inplace("bitwise_left_shift", o)
+    __irshift__ = lambda self, o: self._inplace("bitwise_right_shift", o)
 
     def add_(self, other):
         return self._inplace("add", other)
@@ -360,24 +371,36 @@ class Tensor:
     __neg__ = lambda a: negative(a)
     __pos__ = lambda a: positive(a)
     __abs__ = lambda a: abs(a)
-    __invert__ = lambda a: logical_not(a) if a.dtype is dt.bool else _type_error("~", a)
+    __invert__ = lambda a: bitwise_invert(a)
     __lt__ = lambda a, b: _binary("lt", a, b)
     __le__ = lambda a, b: _binary("le", a, b)
     __gt__ = lambda a, b: _binary("gt", a, b)
     __ge__ = lambda a, b: _binary("ge", a, b)
     __eq__ = lambda a, b: _binary("eq", a, b)
     __ne__ = lambda a, b: _binary("ne", a, b)
-    __and__ = lambda a, b: _binary("logical_and", a, b)
-    __rand__ = lambda a, b: _binary("logical_and", b, a)
-    __or__ = lambda a, b: _binary("logical_or", a, b)
-    __ror__ = lambda a, b: _binary("logical_or", b, a)
-    __xor__ = lambda a, b: _binary("logical_xor", a, b)
-    __rxor__ = lambda a, b: _binary("logical_xor", b, a)
+    __and__ = lambda a, b: bitwise_and(a, b)
+    __rand__ = lambda a, b: bitwise_and(b, a)
+    __or__ = lambda a, b: bitwise_or(a, b)
+    __ror__ = lambda a, b: bitwise_or(b, a)
+    __xor__ = lambda a, b: bitwise_xor(a, b)
+    __rxor__ = lambda a, b: bitwise_xor(b, a)
+    __lshift__ = lambda a, b: bitwise_left_shift(a, b)
+    __rlshift__ = lambda a, b: bitwise_left_shift(b, a)
+    __rshift__ = lambda a, b: bitwise_right_shift(a, b)
+    __rrshift__ = lambda a, b: bitwise_right_shift(b, a)
     __getitem__ = lambda self, index: getitem(self, index)
 
     def __setitem__(self, index, value):
-        raise TypeError("fastad tensors do not support item assignment yet; build a new tensor "
-                        "with fastad.where or concat")
+        setitem(self, index, value)  # a functional update that rebinds self (fastad.api.indexing)
+
+
+def _inplace_op(name, a, b):
+    """The out-of-place op behind `a op= b` (matmul and the bitwise ops go through their functions)."""
+    if name == "matmul":
+        return matmul(a, b)
+    if name.startswith("bitwise_"):
+        return globals()[name](a, b)
+    return _binary(name, a, b)
 
 
 def _type_error(op, *xs):
@@ -482,7 +505,7 @@ def _promote(op: str, *xs: Tensor) -> tuple:
     return tuple(x if x.dtype is common else _apply("cast", x, arg=common) for x in xs)
 
 
-_NO_CAST_KINDS = {"any": "biufc", "numeric": "iufc", "float": "fc", "bool": "b"}
+_NO_CAST_KINDS = {"any": "biufc", "numeric": "iufc", "float": "fc", "bool": "b", "integer": "iu"}
 
 
 def _binary(name: str, a, b) -> Tensor:
