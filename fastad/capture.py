@@ -281,7 +281,9 @@ class _Program:
         if pending:
             realize(pending)
         env: dict = {}
-        scope = device_scope(next(iter(self.devices))) if len(self.devices) == 1 else None
+        scope = None
+        if len(self.devices) == 1 and next(iter(self.devices)).type != "cpu":
+            scope = device_scope(next(iter(self.devices)))
         if scope is not None:
             scope.__enter__()
         try:

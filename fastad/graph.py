@@ -18,14 +18,15 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
+from numpy import ndarray as _ndarray
+
 __all__ = ["Node", "toposort", "explain_lines", "freeze"]
 
 
 def freeze(buffer):
     """`buffer` made read-only when it is a host (numpy) array; device arrays have no such flag."""
-    flags = getattr(buffer, "flags", None)
-    if flags is not None and getattr(flags, "writeable", False):
-        flags.writeable = False
+    if type(buffer) is _ndarray:
+        buffer.setflags(write=False)   # cheaper than reading .flags (a new object per access)
     return buffer
 
 
