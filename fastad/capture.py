@@ -118,6 +118,13 @@ class _Recorder:
         self.steps.append(("library", node.op, node.arg, recipes, node))
         self._made(node)
 
+    def reference(self, node: Node, srcs: list) -> None:
+        """An op run through its numpy reference at once (collectives): replayed the same way."""
+        recipes = [_recipe(s) for s in srcs]
+        self.keep.extend(b for b, _ in recipes)
+        self.steps.append(("reference", node.op, node.arg, recipes, node))
+        self._made(node)
+
     def view(self, node: Node) -> None:
         base, chain = _recipe(node)
         self.keep.append(base)
@@ -252,10 +259,10 @@ class _Program:
                 _, kernel, shape, ins, scalars, outs, device = st
                 self.steps.append((0, backend_for(device).run_kernel, kernel, shape,
                                    [(_reader(s), off, strides) for s, off, strides in ins], scalars, outs, device))
-            elif kind == "library":
+            elif kind in ("library", "reference"):
                 _, op, arg, recipes, nid, shape, device = st
-                self.steps.append((1, backend_for(device).run_library, op, arg,
-                                   [(_reader(s), chain) for s, chain in recipes], nid, device))
+                run = backend_for(device).run_library if kind == "library" else _run_reference
+                self.steps.append((1, run, op, arg, [(_reader(s), chain) for s, chain in recipes], nid, device))
             elif kind == "view":
                 _, (s, chain), nid, shape, device = st
                 self.steps.append((2, backend_for(device).xp, _reader(s), chain, nid, shape))
@@ -329,6 +336,10 @@ class _Program:
         return self.rebuild(outs)
 
 
+def _run_reference(op, arg, operands, device=None):
+    return _deps()[0][op].ref(*operands, arg)
+
+
 def _rebind_readers(rebinds) -> list:
     return [(t, attr, None if s is None else _reader(s), s, shape, dtype, device)
             for t, attr, s, shape, dtype, device in rebinds]
@@ -348,7 +359,7 @@ def _all_slots(steps, rebinds, outputs):
     for st in steps:
         if st[0] == "kernel":
             yield from (s for s, _, _ in st[3])
-        elif st[0] == "library":
+        elif st[0] in ("library", "reference"):
             yield from (s for s, _ in st[3])
         elif st[0] == "view":
             yield st[1][0]
@@ -513,9 +524,9 @@ class _Compiled:
                 _, kernel, shape, ins, scalars, outs_, device = st
                 steps.append(("kernel", kernel, shape, [(slot(n), off, strides) for n, off, strides in ins],
                               scalars, [(id(n), n.shape) for n in outs_], device))
-            elif st[0] == "library":
+            elif st[0] in ("library", "reference"):
                 _, op, arg, recipes, node = st
-                steps.append(("library", op, arg, [(slot(b), chain) for b, chain in recipes], id(node),
+                steps.append((st[0], op, arg, [(slot(b), chain) for b, chain in recipes], id(node),
                               node.shape, node.device))
             elif st[0] == "view":
                 _, (base, chain), node = st

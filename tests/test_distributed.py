@@ -137,3 +137,9 @@ def test_the_demo_trains_data_parallel_like_one_process():
     acc = float(re.search(r"test accuracy: ([\d.]+)%", out).group(1))
     diff = float(re.search(r"largest parameter difference .*: (\S+)", out).group(1))
     assert acc > 50 and diff < 1e-4, out
+
+
+def test_a_compiled_step_replays_its_collectives_and_second_order_goes_through_them():
+    rc, out, _ = _launch("compiled.py")
+    assert rc == 0, out[-6000:]
+    assert "rank 0: compiled ok" in out and "rank 1: compiled ok" in out

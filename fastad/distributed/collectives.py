@@ -25,7 +25,8 @@ elsewhere) and back; all_gather <-> reduce_scatter.
 from __future__ import annotations
 
 from .. import profiling as profile
-from ..ops import LIBRARY, OPS, apply, const, defop
+from .. import capture
+from ..ops import LIBRARY, OPS, apply, const, defop, f
 from ..realize import realize
 from ..runtime import backend_for
 from ..runtime.reference import const_array
@@ -48,12 +49,20 @@ def _run(node):
     else:
         buf = const_array(src, backend_for(src.device).xp)
     profile.record_launch(node.op, node.device, node.size, kind="library")
+    rec = capture.recorder()
+    if rec is not None:          # a fastad.compile'd step replays its collectives in the same order
+        rec.reference(node, [src])
     node.settle(OPS[node.op].ref(buf, node.arg))
     return node
 
 
 def _collective(name: str, g, spec: Spec):
-    """A collective on a gradient node inside a derivative rule: built and run at once."""
+    """A collective on a gradient inside a derivative rule: built and run at once. On tensors
+    (create_graph, nested tapes) it is recorded like any op, so it can be differentiated again."""
+    if isinstance(g, Tensor):
+        out = _apply(name, g, arg=spec)
+        _run(out._node)
+        return out
     return _run(apply(name, g, arg=spec))
 
 
@@ -79,16 +88,15 @@ def _all_reduce_vjp(c, g):
         return (_collective("dist_all_reduce", g, spec),)
     # max/min: every rank's cotangent flows to the ranks whose input is the extremum
     total = _collective("dist_all_reduce", g, spec._replace(op="sum"))
-    hit = apply("cast", apply("eq", c.x, c.y), arg=c.x.dtype)
+    hit = f.cast(f.eq(c.x, c.y), arg=c.x.dtype)
     count = _collective("dist_all_reduce", hit, spec._replace(op="sum"))
-    return (apply("div", apply("mul", total, hit), count),)
+    return (f.div(f.mul(total, hit), count),)
 
 
 def _reduce_scatter_vjp(c, g):
     gathered = _collective("dist_all_gather", g, Spec(timeout=c.arg.timeout))
     if c.arg.op == "mean":
-        gathered = apply("div", gathered, const(comm.world_size(), gathered.shape, gathered.dtype,
-                                                gathered.device))
+        gathered = f.div(gathered, f.like(comm.world_size(), gathered))
     return (gathered,)
 
 
