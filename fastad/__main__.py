@@ -45,14 +45,19 @@ def main(argv=None) -> int:
                                    "demo extra) on the best available device, with a progress bar, and "
                                    "report the test accuracy.",
                        epilog="Examples: python -m fastad demo;  python -m fastad demo --epochs 5 --no-compile;  "
-                              "python -m fastad demo --device cpu --batch-size 128")
+                              "python -m fastad demo --device cpu --batch-size 128;  "
+                              "mpiexec -n 2 python -m fastad demo --distributed")
     demo.add_arguments(d)
     sub.add_parser("version", help="print the versions of fastad and its compiler stack")
     args = parser.parse_args(argv)
     if args.command == "bench":
         return bench.run_devices(args, argv[argv.index("bench") + 1:])
     if args.command == "demo":
-        demo.run(args)
+        if args.distributed:
+            from .distributed import demo as distributed_demo
+            distributed_demo.run(args)
+        else:
+            demo.run(args)
         return 0
     if args.command == "version":
         return _version(args)

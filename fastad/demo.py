@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate (cosine-annealed, default 1e-2)")
     p.add_argument("--hidden", type=int, default=128, help="hidden units (default 128)")
     p.add_argument("--no-progress", action="store_true", help="print one line per epoch instead of a progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="train data-parallel over the ranks of `mpiexec -n N` (fastad.distributed; rank 0 prints)")
 
 
 def load_data(seed: int):
