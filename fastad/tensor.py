@@ -68,6 +68,9 @@ class Tensor:
             raise RuntimeError("you can only change requires_grad flags of leaf tensors; use detach()")
         if requires_grad and not self.dtype.is_floating:
             raise TypeError(f"only floating point tensors can require gradients, not {self.dtype.name}")
+        if requires_grad and self.dtype.kind == "c":  # docs/ARRAY_API.md, "Complex numbers"
+            raise TypeError(f"complex gradients are not supported yet ({self.dtype.name}): only real floating "
+                            "point tensors can require gradients; hold real and imaginary parts as real tensors")
         self._leaf_requires_grad = builtins.bool(requires_grad)
         return self
 

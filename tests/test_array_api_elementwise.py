@@ -151,3 +151,22 @@ def test_integer_inputs_promote_to_the_default_float():
     assert fa.acos(fa.asarray([0, 1])).dtype is fa.float32
     assert fa.trunc(fa.asarray([3, -2])).dtype is fa.int64
     assert fa.atan2(fa.asarray([1.0], dtype=fa.float64), 1).dtype is fa.float64
+
+
+def test_complex_parts_compile_and_run_in_numba_kernels(monkeypatch):
+    """About compiling: complex arithmetic, conj, real and imag in one compiled CPU kernel."""
+    from fastad.config import settings
+    monkeypatch.setattr(settings, "cpu_mode", "jit")
+    monkeypatch.setattr(settings, "background_compile", False, raising=False)
+    monkeypatch.setattr(settings, "small_graph_elements", 0)
+    z = (np.exp(1j * np.arange(600.0)) * 3).astype(np.complex128)
+    t = fa.asarray(z)
+    with fa.profile() as prof:
+        got = fa.real(fa.conj(t) * t) + fa.imag(t * 2)
+        np.testing.assert_allclose(got.numpy(), (np.conj(z) * z).real + (z * 2).imag, rtol=1e-12)
+    assert "numba" in str(prof)
+
+
+def test_complex_tensors_cannot_require_grad():
+    with pytest.raises(TypeError, match="complex gradients"):
+        fa.asarray([1 + 1j], requires_grad=True)
