@@ -381,3 +381,15 @@ def test_float32_sums_accumulate_in_blocks_with_numpy_accuracy(jit):
         ulp = float(np.spacing(np.float32(abs(exact))))
         numpy_err = abs(float(np.sum(xn * np.float32(1.5))) - exact)
         assert abs(got - exact) <= max(ulp, numpy_err), (got, exact, ulp, numpy_err)
+
+
+def test_kernel_that_raises_reruns_on_numpy_and_raises_numpys_error(jit):
+    """A compiled kernel reports an exception by status; the numpy tier then defines the outcome."""
+    n = 400_003   # several slices on the thread pool; the negative exponent sits in a late one
+    an = np.arange(n, dtype=np.int64) % 7
+    bn = np.full(n, 3, dtype=np.int64)
+    np.testing.assert_array_equal((fa.asarray(an) ** fa.asarray(bn)).numpy(), an ** 3)
+    bn[n - 5] = -1
+    with fa.profile() as p, pytest.raises(ValueError, match="negative integer powers"):
+        (fa.asarray(an) ** fa.asarray(bn)).numpy()
+    assert [l.tier for l in p.kernels] == ["numba"]   # it ran compiled first
