@@ -50,6 +50,7 @@ from .api.indexing import take, take_along_axis
 from .api.utility import all, any, diff  # noqa: A004 - the array API's names
 from .api.linear_algebra import matrix_transpose, tensordot, vecdot
 from .api.info import __array_namespace_info__
+from .api.data_types import result_type, can_cast, finfo, iinfo  # also take tensors and Python scalars
 from .creation import meshgrid, tril, triu
 
 

@@ -88,9 +88,11 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None, requires_grad=False) 
             if copy is False:
                 raise ValueError(f"asarray(copy=False): moving to {to_device(device)} needs a copy")
             out = out.to(device)
-        if out is obj:  # always a new tensor; with copy=True one with a buffer of its own
+        if out is obj and copy is False:  # the array API: never copy, so `obj` itself (as astype)
+            pass
+        elif out is obj:  # otherwise always a new tensor; with copy=True one with a buffer of its own
             out = out.clone() if copy else _fresh(out)
-        if requires_grad:
+        if requires_grad and not out.requires_grad:
             out.requires_grad_(True)
         return out
     if not isinstance(obj, (np.ndarray, np.generic, list, tuple, numbers.Number)) and hasattr(obj, "__dlpack__"):

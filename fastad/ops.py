@@ -359,7 +359,16 @@ _binary("sub", np.subtract, "({0} - {1})", lambda c, g: (g, f.neg(g)))
 _binary("mul", np.multiply, "({0} * {1})", lambda c, g: (f.mul(g, c.b), f.mul(g, c.a)))
 _binary("div", np.true_divide, "({0} / {1})", _div_vjp, domain="float", singular=True)
 _binary("pow", np.power, "pow({0}, {1})", _pow_vjp, singular=True)
-_binary("floordiv", np.floor_divide, "floordiv({0}, {1})",
+def _floordiv_ref(a, b):
+    """numpy's floor_divide, except the array API's special cases with an infinite operand:
+    +-inf // finite is +-inf and finite // +-inf is a signed zero (numpy: nan and 0 or -1)."""
+    out = np.floor_divide(a, b)
+    if a.dtype.kind == "f":
+        out = np.where(np.isinf(a) | np.isinf(b), a / b, out)
+    return out
+
+
+_binary("floordiv", _floordiv_ref, "floordiv({0}, {1})",
         lambda c, g: (f.like(0, c.a), f.like(0, c.b)))
 _binary("mod", np.remainder, "mod({0}, {1})",
         lambda c, g: (g, f.neg(f.mul(g, f.floordiv(c.a, c.b)))))

@@ -103,7 +103,9 @@ def _call(name: str, args: list, d: dt.DType, out: dt.DType) -> str:
         return f"({a} if ({a} < {b}) or ({a} != {a}) else {b})"
     if name == "where":
         return f"({args[1]} if {a} else {args[2]})"
-    if name in ("floordiv", "mod") and sfx:
+    if name == "floordiv" and sfx:  # an infinite operand: the array API's a / b (the op table's rule)
+        return f"(({a} / {b}) if (np.isinf({a}) or np.isinf({b})) else floordiv_{sfx}({a}, {b}))"
+    if name == "mod" and sfx:
         return f"{name}_{sfx}({a}, {b})"  # numpy's divmod: the two agree, as the gradient of mod needs
     if name == "floordiv" and d.kind == "i":  # numpy: x // -1 wraps (INT_MIN // -1 is INT_MIN)
         return f"(({a} // {b}) if {b} != -1 else {T}(0) - {a})"

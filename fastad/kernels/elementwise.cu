@@ -174,7 +174,7 @@ FA_DEV double fa_minimum(double a, double b) { return (a < b || a != a) ? a : b;
 // numpy's npy_divmod: fmod, moved to the divisor's sign, quotient snapped to an integer.
 #define FA_FLOAT_DIVMOD(T, FMOD, FLOOR, COPYSIGN)                                 \
     FA_DEV T fa_floordiv(T a, T b) {                                               \
-        if (b == (T)0) return a / b;                                               \
+        if (b == (T)0 || fa_isinf(a) || fa_isinf(b)) return a / b;  /* array API */ \
         T mod = FMOD(a, b);                                                        \
         T div = (a - mod) / b;                                                     \
         if (mod != (T)0) {                                                         \
