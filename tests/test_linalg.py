@@ -296,3 +296,48 @@ def test_cuda_matches_cpu():
     np.testing.assert_allclose(gpu[1], cpu[1], rtol=1e-8, atol=1e-8)
     for g, c in zip(gpu[2] + [gpu[3]] + gpu[4], cpu[2] + [cpu[3]] + cpu[4]):
         np.testing.assert_array_equal(g, c)
+
+
+def test_complex_values():
+    """Complex inputs compute through LAPACK (values only: complex tensors take no gradient);
+    eigenvalues, singular values, log|det| and norms come out real."""
+    a = rng.standard_normal((2, 3, 3)) + 1j * rng.standard_normal((2, 3, 3)) + 3 * np.eye(3)
+    h = a @ np.conj(np.swapaxes(a, -1, -2))
+    t, th = fa.asarray(a), fa.asarray(h)
+    close = np.testing.assert_allclose
+    close(la.inv(t).numpy(), np.linalg.inv(a), rtol=1e-10)
+    close(la.det(t).numpy(), np.linalg.det(a), rtol=1e-10)
+    close(la.solve(t, th).numpy(), np.linalg.solve(a, h), rtol=1e-10)
+    close(la.cholesky(th).numpy(), np.linalg.cholesky(h), rtol=1e-10)
+    s = la.slogdet(t)
+    assert s.sign.dtype == fa.complex128 and s.logabsdet.dtype == fa.float64
+    close(s.logabsdet.numpy(), np.linalg.slogdet(a)[1], rtol=1e-10)
+    w = la.eigh(th).eigenvalues
+    assert w.dtype == fa.float64 and la.eigvalsh(th).dtype == fa.float64
+    close(w.numpy(), np.linalg.eigvalsh(h), rtol=1e-10)
+    sv = la.svd(t, full_matrices=False)
+    assert sv.S.dtype == fa.float64 and la.svdvals(t).dtype == fa.float64
+    close(sv.S.numpy(), np.linalg.svd(a, compute_uv=False), rtol=1e-10)
+    close(((sv.U * sv.S[..., None, :]) @ sv.Vh).numpy(), a, rtol=1e-10)
+    q, r = la.qr(t)
+    close((q @ r).numpy(), a, rtol=1e-10)
+    close(la.pinv(t).numpy(), np.linalg.pinv(a), rtol=1e-10)
+    for ord in (2, 1, np.inf, 3):
+        n = la.vector_norm(t, axis=-1, ord=ord)
+        assert n.dtype == fa.float64
+        close(n.numpy(), np.linalg.norm(a, ord=ord, axis=-1), rtol=1e-10)
+    for ord in ("fro", "nuc", 1, 2, -np.inf):
+        close(la.matrix_norm(t, ord=ord).numpy(), np.linalg.norm(a, ord=ord, axis=(-2, -1)), rtol=1e-10)
+    close(la.vecdot(t, t).numpy(), np.sum(np.conj(a) * a, axis=-1), rtol=1e-10)
+    assert la.matrix_rank(t).numpy().tolist() == [3, 3]
+
+
+def test_pinv_and_matrix_rank_array_rtol():
+    a = np.stack([np.diag([1.0, 1e-2, 1e-4]), np.diag([1.0, 1e-2, 1e-4])])
+    rtol = np.array([1e-3, 1e-1])
+    got = la.pinv(fa.tensor(a), rtol=fa.tensor(rtol)).numpy()
+    np.testing.assert_allclose(got, np.linalg.pinv(a, rtol=rtol), rtol=1e-12)
+    np.testing.assert_array_equal(la.matrix_rank(fa.tensor(a), rtol=fa.tensor(rtol)).numpy(), [2, 1])
+    assert la.pinv(fa.zeros((2, 0, 3))).shape == (2, 3, 0)
+    with pytest.raises(ValueError, match="rtol"):
+        la.pinv(fa.tensor(a), rtol=fa.tensor(np.ones(3)))

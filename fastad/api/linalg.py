@@ -6,7 +6,8 @@ rules in the op table. Everything else (norms, matrix_power, matrix_rank,
 trace, outer, cross, tensordot, vecdot) is a composition of other ops, so it is
 lazy, fuses, and differentiates through their rules. Functions that return
 several arrays return the spec's named tuples. Inputs of the decompositions and
-norms must be real floating point (complex linalg is not supported: TypeError).
+norms must be floating point; complex inputs compute values but have no gradient
+through the LAPACK ops (NotImplementedError in backward).
 docs/LINALG.md lists what runs where and the limits of the derivative rules.
 """
 from __future__ import annotations
@@ -63,7 +64,7 @@ def _tensor(name, x) -> Tensor:
     return x
 
 
-def _matrix(name, x, square=False, kinds="f") -> Tensor:
+def _matrix(name, x, square=False, kinds="fc") -> Tensor:
     """Check a (stack of) matrices: a Tensor of >= 2 dims, square if asked, of a dtype kind in `kinds`."""
     x = _tensor(name, x)
     if x.ndim < 2:
@@ -76,7 +77,7 @@ def _matrix(name, x, square=False, kinds="f") -> Tensor:
 
 def _kind(name, x, kinds):
     if x.dtype.kind not in kinds:
-        need = {"f": "a real floating-point", "iuf": "a real numeric"}[kinds]
+        need = {"fc": "a floating-point", "iufc": "a numeric"}[kinds]
         raise TypeError(f"linalg.{name}: needs {need} dtype, got {x.dtype.name}")
 
 
@@ -104,14 +105,19 @@ def slogdet(x, /) -> SlogdetResult:
     """(sign, log|det|); the gradient flows through logabsdet (needs an invertible matrix)."""
     packed = _apply("linalg_slogdet", _matrix("slogdet", x, square=True))
     sign, logabs = _ops.split(packed, [(1,), (1,)])
-    return SlogdetResult(_fa.reshape(sign, x.shape[:-2]), _fa.reshape(logabs, x.shape[:-2]))
+    return SlogdetResult(_fa.reshape(sign, x.shape[:-2]), _real(_fa.reshape(logabs, x.shape[:-2])))
+
+
+def _real(t):
+    """The real part of a complex decomposition's real-valued output (packed with complex parts)."""
+    return _fa.real(t) if t.dtype.kind == "c" else t
 
 
 def solve(x1, x2, /) -> Tensor:
     """x with x1 @ x = x2. x2 of shape (M,) is one vector; otherwise batch dims broadcast."""
     a = _matrix("solve", x1, square=True)
     b = _tensor("solve", x2)
-    _kind("solve", b, "f")
+    _kind("solve", b, "fc")
     if a.device != b.device:
         raise ValueError(f"linalg.solve: operands on different devices: {a.device} and {b.device}")
     common = dt.result_type(a.dtype, b.dtype)
@@ -138,7 +144,7 @@ def eigh(x, /) -> EighResult:
     The gradient is that of eigh((x + x^T) / 2) and assumes distinct eigenvalues."""
     x = _matrix("eigh", x, square=True)
     w, v = _ops.split(_apply("linalg_eigh", x), _ops.eigh_shapes(x.shape[-1]))
-    return EighResult(w, v)
+    return EighResult(_real(w), v)
 
 
 def eigvalsh(x, /) -> Tensor:
@@ -151,7 +157,7 @@ def svd(x, /, *, full_matrices: bool = True) -> SVDResult:
     x = _matrix("svd", x)
     full = builtins.bool(full_matrices)
     u, s, vh = _ops.split(_apply("linalg_svd", x, arg=full), _ops.svd_shapes(*x.shape[-2:], full))
-    return SVDResult(u, s, vh)
+    return SVDResult(u, _real(s), vh)
 
 
 def svdvals(x, /) -> Tensor:
@@ -172,21 +178,31 @@ def _default_rtol(x) -> float:
     return builtins.max(x.shape[-2:]) * float(np.finfo(x.dtype.np).eps)
 
 
-def _rtol(name, x, rtol) -> float:
+def _rtol(name, x, rtol) -> Tensor:
+    """rtol (None: the spec's default, a float, or a tensor) as a real tensor of x's batch shape."""
+    real = _ops.real_dtype(x.dtype)
     if rtol is None:
-        return _default_rtol(x)
-    if isinstance(rtol, Tensor):
-        if rtol.ndim:
-            raise NotImplementedError(f"linalg.{name}: an array rtol is not supported; pass a float")
-        rtol = rtol.item()
-    return float(rtol)
+        rtol = _default_rtol(x)
+    if not isinstance(rtol, Tensor):
+        return _fa.full(x.shape[:-2], float(rtol), dtype=real, device=x.device)
+    if rtol.dtype.kind not in "iuf":
+        raise TypeError(f"linalg.{name}: rtol must be real, got {rtol.dtype.name}")
+    try:
+        shape = broadcast_shapes(rtol.shape, x.shape[:-2], op=f"linalg.{name}")
+    except ValueError:
+        raise ValueError(f"linalg.{name}: rtol of shape {rtol.shape} does not broadcast to the batch "
+                         f"shape {x.shape[:-2]}") from None
+    if shape != x.shape[:-2]:
+        raise ValueError(f"linalg.{name}: rtol of shape {rtol.shape} broadcasts beyond the batch shape "
+                         f"{x.shape[:-2]}")
+    return _fa.broadcast_to(_fa.astype(rtol.detach(), real), shape)
 
 
 def pinv(x, /, *, rtol=None) -> Tensor:
-    """The pseudo-inverse (singular values below rtol * the largest count as zero).
-    The gradient holds where the rank is constant."""
+    """The pseudo-inverse (singular values <= rtol * the largest count as zero; rtol a float or a
+    tensor broadcasting to the batch shape). The gradient holds where the rank is constant."""
     x = _matrix("pinv", x)
-    return _apply("linalg_pinv", x, arg=_rtol("pinv", x, rtol))
+    return _apply("linalg_pinv", x, _rtol("pinv", x, rtol))
 
 
 def diagonal(x, /, *, offset: int = 0) -> Tensor:
@@ -213,25 +229,31 @@ def _safe_root(s, p=2.0):
     return _fa.where(zero, _fa.zeros_like(s), root)
 
 
+def _magnitude(x):
+    """|x| in the real dtype (the real part of abs, should abs of a complex tensor stay complex)."""
+    ax = _fa.abs(x)
+    return _fa.real(ax) if ax.dtype.kind == "c" else ax
+
+
 def vector_norm(x, /, *, axis=None, keepdims: bool = False, ord=2) -> Tensor:
     """The ord-norm over `axis` (None: all). ord: inf, -inf, 0 (the count of nonzeros), or any
     other real p (sum |x|**p) ** (1/p). The gradient at x == 0 is 0 (a subgradient), not NaN."""
     x = _tensor("vector_norm", x)
-    _kind("vector_norm", x, "f")
+    _kind("vector_norm", x, "fc")
     axes = normalize_axes(axis, x.ndim, "linalg.vector_norm")
     if not axes:
         axes = tuple(range(x.ndim))
-    ax = _fa.abs(x)
+    ax = _magnitude(x)
     if ord == math.inf:
         out = _fa.max(ax, axis=axes, keepdims=keepdims) if x.size else _fa.sum(ax, axis=axes, keepdims=keepdims)
     elif ord == -math.inf:
         out = _fa.min(ax, axis=axes, keepdims=keepdims)
     elif ord == 0:
-        out = _fa.sum(_fa.astype(x != 0, x.dtype), axis=axes, keepdims=keepdims)
+        out = _fa.sum(_fa.astype(x != 0, ax.dtype), axis=axes, keepdims=keepdims)
     elif ord == 1:
         out = _fa.sum(ax, axis=axes, keepdims=keepdims)
     elif ord == 2:
-        out = _safe_root(_fa.sum(x * x, axis=axes, keepdims=keepdims))
+        out = _safe_root(_fa.sum(ax * ax, axis=axes, keepdims=keepdims))
     elif isinstance(ord, (int, float)) and not isinstance(ord, builtins.bool):
         if ord < 0:   # 1 / (sum |x|**p) ** (1/-p): zeros make |x|**p infinite and the norm 0, as in numpy
             out = _fa.sum(ax ** float(ord), axis=axes, keepdims=keepdims) ** (1.0 / ord)
@@ -256,7 +278,7 @@ def matrix_norm(x, /, *, keepdims: bool = False, ord="fro") -> Tensor:
             out = _fa.reshape(out, out.shape + (1, 1))
     elif ord in (1, -1, math.inf, -math.inf):
         over, keep = (-2, -1) if ord in (1, -1) else (-1, -2)
-        col = _fa.sum(_fa.abs(x), axis=over, keepdims=True)
+        col = _fa.sum(_magnitude(x), axis=over, keepdims=True)
         red = _fa.max if ord > 0 else _fa.min
         out = red(col, axis=keep, keepdims=True)
         if not keepdims:
@@ -268,7 +290,7 @@ def matrix_norm(x, /, *, keepdims: bool = False, ord="fro") -> Tensor:
 
 def matrix_power(x, n, /) -> Tensor:
     """x @ x @ ... (n times) by repeated squaring; n < 0 powers the inverse, n == 0 gives identities."""
-    x = _matrix("matrix_power", x, square=True, kinds="iuf" if n >= 0 else "f")
+    x = _matrix("matrix_power", x, square=True, kinds="iufc" if n >= 0 else "fc")
     if not isinstance(n, (int, np.integer)) or isinstance(n, builtins.bool):
         raise TypeError(f"linalg.matrix_power: n must be an int, got {type(n).__name__}")
     if n == 0:
@@ -291,7 +313,7 @@ def matrix_rank(x, /, *, rtol=None) -> Tensor:
     s = svdvals(x)
     if x.shape[-1] == 0 or x.shape[-2] == 0:
         return _fa.zeros(x.shape[:-2], dtype=_fa.int64, device=x.device)
-    tol = _fa.max(s, axis=-1, keepdims=True) * _rtol("matrix_rank", x, rtol)
+    tol = _fa.max(s, axis=-1, keepdims=True) * _fa.reshape(_rtol("matrix_rank", x, rtol), x.shape[:-2] + (1,))
     return _fa.sum(_fa.astype(s > tol, _fa.int64), axis=-1)
 
 
@@ -303,16 +325,19 @@ def outer(x1, x2, /) -> Tensor:
 
 
 def vecdot(x1, x2, /, *, axis: int = -1) -> Tensor:
-    """sum(x1 * x2) over `axis` after broadcasting (real dtypes)."""
+    """sum(conj(x1) * x2) over `axis` after broadcasting, in the operands' promoted dtype."""
     a, b = _tensor("vecdot", x1), _tensor("vecdot", x2)
-    _kind("vecdot", a, "iuf")
-    _kind("vecdot", b, "iuf")
+    _kind("vecdot", a, "iufc")
+    _kind("vecdot", b, "iufc")
     shape = broadcast_shapes(a.shape, b.shape, op="vecdot")
     if not -len(shape) <= axis < 0:
         raise AxisError(f"vecdot: axis {axis} must be negative and within the broadcast rank {len(shape)}")
     if a.ndim < -axis or b.ndim < -axis or a.shape[axis] != b.shape[axis]:
         raise ValueError(f"vecdot: sizes along axis {axis} differ: {a.shape} and {b.shape}")
-    return _fa.sum(a * b, axis=axis)
+    if a.dtype.kind == "c":
+        a = _fa.conj(a)
+    prod = a * b
+    return _fa.sum(prod, axis=axis, dtype=prod.dtype)
 
 
 def tensordot(x1, x2, /, *, axes=2) -> Tensor:
@@ -354,8 +379,8 @@ def normalize_axes_keep(axes, ndim) -> tuple:
 def cross(x1, x2, /, *, axis: int = -1) -> Tensor:
     """The cross product of 3-vectors along `axis` (batch dims broadcast)."""
     a, b = _tensor("cross", x1), _tensor("cross", x2)
-    _kind("cross", a, "iuf")
-    _kind("cross", b, "iuf")
+    _kind("cross", a, "iufc")
+    _kind("cross", b, "iufc")
     shape = broadcast_shapes(a.shape, b.shape, op="cross")
     if not -len(shape) <= axis < 0:
         raise AxisError(f"cross: axis {axis} must be negative and within the broadcast rank {len(shape)}")

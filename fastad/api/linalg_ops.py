@@ -7,6 +7,7 @@ own. A decomposition with several outputs (eigh, svd, qr, slogdet) is one op
 whose output packs them along its last axis (`pack`); the frontend
 (`fastad.api.linalg`) and the derivative rules cut them out again (`split`).
 
+Complex inputs compute values; their backward pass raises (`defop` here).
 Derivative rules are real-valued and built with the rule builder `f` from
 other ops (matmul, permute, these ops), so they are differentiable again.
 Their limits (docs/LINALG.md): eigh and svd assume distinct eigen/singular
@@ -21,15 +22,35 @@ import sys
 
 import numpy as np
 
-from ..ops import LIBRARY, defop, f
+from .. import dtypes as dt
+from ..ops import LIBRARY, defop as _defop, f
 
-__all__ = ["array_module", "pack", "split", "mT"]
+__all__ = ["array_module", "pack", "split", "mT", "real_dtype"]
 
 
 def array_module(x):
     """numpy, or CuPy for a CuPy array (CuPy is imported only by the CUDA runtime)."""
     cupy = sys.modules.get("cupy")
     return cupy if cupy is not None and isinstance(x, cupy.ndarray) else np
+
+
+def real_dtype(dtype):
+    """The real dtype of a complex one (a real dtype is its own)."""
+    return {dt.complex64: dt.float32, dt.complex128: dt.float64}.get(dtype, dtype)
+
+
+def _real_out(srcs, arg):
+    return real_dtype(srcs[0].dtype)
+
+
+def defop(name, kind, arity, vjp=None, **kw):
+    """`ops.defop` for these ops: their derivative rules are real-valued, so a complex input's
+    backward pass raises (complex linear algebra computes values only)."""
+    def rule(c, g):
+        if c.x.dtype.kind == "c":
+            raise NotImplementedError(f"fastad.linalg: {name} has no complex gradient (real inputs only)")
+        return vjp(c, g)
+    return _defop(name, kind, arity, vjp=None if vjp is None else rule, **kw)
 
 
 def _lapack(name, fn):
@@ -302,9 +323,16 @@ def _qr_vjp(c, g):
     return (mT(f.linalg_solve(r, mT(b))),)
 
 
-def _pinv_ref(x, rtol):
+def _pinv_ref(x, rtol, arg):
+    # numpy's definition, written once for numpy and CuPy (whose pinv takes no per-matrix cutoff)
     xp = array_module(x)
-    return xp.linalg.pinv(x, rcond=rtol)
+    if x.size == 0:
+        return xp.zeros(x.shape[:-2] + x.shape[-2:][::-1], x.dtype)
+    u, s, vh = xp.linalg.svd(x, full_matrices=False)
+    cutoff = rtol[..., None] * xp.max(s, axis=-1, keepdims=True)
+    big = s > cutoff
+    s_inv = xp.where(big, 1 / xp.where(big, s, 1), 0).astype(s.dtype)
+    return xp.matmul(xp.conj(xp.swapaxes(vh, -1, -2)) * s_inv[..., None, :], xp.conj(xp.swapaxes(u, -1, -2)))
 
 
 def _pinv_vjp(c, g):
@@ -315,25 +343,25 @@ def _pinv_vjp(c, g):
     t2 = f.matmul(f.matmul(gt, x), mT(x))
     ga = f.add(ga, f.sub(t2, f.matmul(a, f.matmul(x, t2))))
     t3 = f.matmul(f.matmul(mT(x), x), gt)
-    return (f.add(ga, f.sub(t3, f.matmul(f.matmul(t3, x), a))),)
+    return f.add(ga, f.sub(t3, f.matmul(f.matmul(t3, x), a))), None
 
 
 defop("linalg_cholesky", LIBRARY, 1, domain="float", shape=_same, vjp=_cholesky_vjp,
       ref=_lapack("cholesky", lambda x, arg: array_module(x).linalg.cholesky(x)))
 defop("linalg_eigh", LIBRARY, 1, domain="float", vjp=_eigh_vjp, ref=_lapack("eigh", _eigh_ref),
       shape=_packed_shape(lambda m, n, arg: eigh_shapes(n)))
-defop("linalg_eigvalsh", LIBRARY, 1, domain="float", vjp=_eigvalsh_vjp,
+defop("linalg_eigvalsh", LIBRARY, 1, domain="float", vjp=_eigvalsh_vjp, out=_real_out,
       ref=_lapack("eigvalsh", lambda x, arg: array_module(x).linalg.eigvalsh(x)),
       shape=lambda srcs, arg: srcs[0].shape[:-1])
 # svd: arg = full_matrices; packs (U, S, Vh)
 defop("linalg_svd", LIBRARY, 1, domain="float", vjp=_svd_vjp, ref=_lapack("svd", _svd_ref),
       shape=_packed_shape(svd_shapes))
-defop("linalg_svdvals", LIBRARY, 1, domain="float", vjp=_svdvals_vjp,
+defop("linalg_svdvals", LIBRARY, 1, domain="float", vjp=_svdvals_vjp, out=_real_out,
       ref=_lapack("svdvals", lambda x, arg: array_module(x).linalg.svd(x, compute_uv=False)),
       shape=lambda srcs, arg: srcs[0].shape[:-2] + (min(srcs[0].shape[-2:]),))
 # qr: arg = complete (mode="complete"); packs (Q, R)
 defop("linalg_qr", LIBRARY, 1, domain="float", vjp=_qr_vjp, ref=_lapack("qr", _qr_ref),
       shape=_packed_shape(qr_shapes))
-# pinv: arg = the relative cutoff of small singular values
-defop("linalg_pinv", LIBRARY, 1, domain="float", vjp=_pinv_vjp, ref=_lapack("pinv", _pinv_ref),
+# pinv(x, rtol): rtol (batch shape, real) is the relative cutoff of small singular values
+defop("linalg_pinv", LIBRARY, 2, domain="float", vjp=_pinv_vjp, ref=_lapack("pinv", _pinv_ref),
       shape=lambda srcs, arg: srcs[0].shape[:-2] + srcs[0].shape[-2:][::-1])
