@@ -52,6 +52,7 @@ from .api.linear_algebra import matrix_transpose, tensordot, vecdot
 from .api.info import __array_namespace_info__
 from .api.data_types import result_type, can_cast, finfo, iinfo  # also take tensors and Python scalars
 from .creation import meshgrid, tril, triu
+from .api import fft  # the fft extension
 
 
 def isdtype(dtype, kind) -> "builtins.bool":  # noqa: F821

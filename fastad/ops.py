@@ -305,9 +305,16 @@ _unary("bitwise_invert", np.invert, "bitwise_invert({0})", None, domain="integer
 # Wirtinger convention (PyTorch's): the cotangent of real(z) enters as g + 0j, of imag(z) as 0 + g*1j
 # (the frontend forms those), conj's is conj(g).
 _REAL_OF = {dt.complex64: dt.float32, dt.complex128: dt.float64}
-_unary("real", np.real, "real({0})", None, out="real")
-_unary("imag", lambda x: np.imag(x) if x.dtype.kind == "c" else np.zeros_like(x), "imag({0})", None,
-       out="real")
+
+
+def _complex_part_vjp(c, g):
+    raise NotImplementedError("gradients through complex intermediates (real/imag of a complex tensor) "
+                              "are not supported yet; docs/ARRAY_API.md")
+
+
+_unary("real", np.real, "real({0})", _complex_part_vjp, out="real")
+_unary("imag", lambda x: np.imag(x) if x.dtype.kind == "c" else np.zeros_like(x), "imag({0})",
+       _complex_part_vjp, out="real")
 _unary("conj", np.conj, "conj({0})", lambda c, g: (f.conj(g),))
 
 
