@@ -181,3 +181,10 @@ def test_complex_expm1_special_cases():
     np.testing.assert_array_equal(got.imag, want.imag)
     small = np.array([1e-9 + 2e-9j])
     np.testing.assert_allclose(fa.expm1(fa.asarray(small)).numpy(), np.expm1(small), rtol=1e-6)
+
+
+def test_abs_of_complex_is_the_real_modulus():
+    z = np.array([3 + 4j, complex(np.inf, np.nan), complex(-0.0, 0.0)], np.complex64)
+    got = fa.abs(fa.asarray(z))
+    assert got.dtype is fa.float32
+    np.testing.assert_array_equal(got.numpy(), np.array([5.0, np.inf, 0.0], np.float32))

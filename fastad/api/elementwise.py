@@ -61,6 +61,9 @@ def positive(x):
 
 
 def abs(x):
+    """|x|; for complex x the modulus hypot(real, imag), a real tensor (the array API's dtype rule)."""
+    if isinstance(x, Tensor) and x.dtype.kind == "c":
+        return hypot(real(x), imag(x))
     return _fresh(x) if isinstance(x, Tensor) and x.dtype is dt.bool else _unary("abs", x)
 
 
