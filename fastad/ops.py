@@ -236,11 +236,11 @@ _unary("exp", np.exp, "exp({0})", lambda c, g: (f.mul(g, c.y),), singular=True)
 _unary("log", np.log, "log({0})", lambda c, g: (f.div(g, c.x),), singular=True)
 _unary("log1p", np.log1p, "log1p({0})", lambda c, g: (f.div(g, f.add(c.x, f.like(1, c.x))),), singular=True)
 def _expm1_ref(x):
-    """numpy's expm1; for complex infinities and NaNs exp(z) - 1, which gives the array API's
-    special values (numpy's complex expm1 gives NaN + NaN j for all of them)."""
+    """numpy's expm1; for complex infinities, NaNs and zeros exp(z) - 1, which gives the array API's
+    special values (numpy's complex expm1 gives NaN + NaN j for the first two and -0 for -0 + 0j)."""
     out = np.expm1(x)
     if x.dtype.kind == "c":
-        out = np.where(np.isfinite(x), out, np.exp(x) - 1).astype(x.dtype)
+        out = np.where(np.isfinite(x) & (x != 0), out, np.exp(x) - 1).astype(x.dtype)
     return out
 
 

@@ -174,11 +174,13 @@ def test_complex_tensors_cannot_require_grad():
 
 def test_complex_expm1_special_cases():
     inf, nan = np.inf, np.nan
-    z = np.array([complex(inf, 0), complex(-inf, inf), complex(inf, inf), complex(-inf, nan), complex(nan, 0)])
+    z = np.array([complex(inf, 0), complex(-inf, inf), complex(inf, inf), complex(-inf, nan), complex(nan, 0),
+                  complex(-0.0, 0.0)])
     got = fa.expm1(fa.asarray(z, dtype=fa.complex128)).numpy()
-    want = np.array([complex(inf, 0), complex(-1, 0), complex(inf, nan), complex(-1, 0), complex(nan, 0)])
+    want = np.array([complex(inf, 0), complex(-1, 0), complex(inf, nan), complex(-1, 0), complex(nan, 0), 0j])
     np.testing.assert_array_equal(got.real, want.real)
     np.testing.assert_array_equal(got.imag, want.imag)
+    assert not np.signbit(got[-1].real)   # expm1(-0 + 0j) is +0 + 0j
     small = np.array([1e-9 + 2e-9j])
     np.testing.assert_allclose(fa.expm1(fa.asarray(small)).numpy(), np.expm1(small), rtol=1e-6)
 

@@ -90,4 +90,5 @@ def vecdot(x1: Tensor, x2: Tensor, /, *, axis=-1) -> Tensor:
     d2 = x2.shape[ax - len(shape) + x2.ndim] if ax - len(shape) + x2.ndim >= 0 else 1
     if d1 != d2:
         raise ValueError(f"vecdot: sizes along axis {axis} differ: {x1.shape} and {x2.shape}")
-    return sum(multiply(conj(x1), x2), axis=ax)
+    prod = multiply(conj(x1), x2)
+    return sum(prod, axis=ax, dtype=prod.dtype)  # the operands' promoted dtype, not the sum's accumulator

@@ -67,9 +67,9 @@ def _call(name: str, args: list, d: dt.DType, out: dt.DType) -> str:
         # integers: numpy's wrap-around power, raising on negative exponents as numpy does at any size
         return f"pow_{sfx}({x}, {args[1]})" if sfx else (
             f"ipow(np.int64({x}), np.int64({args[1]}))" if d.kind == "i" else f"upow({x}, {args[1]})")
-    if name == "expm1" and d.kind == "c":  # numpy's complex expm1, and exp(z) - 1 off the finite values
+    if name == "expm1" and d.kind == "c":  # numpy's complex expm1; exp(z) - 1 off the finite nonzero values
         return (f"({T}(complex(math.expm1({x}.real) * math.cos({x}.imag) - 2.0 * math.sin({x}.imag / 2) ** 2, "
-                f"math.exp({x}.real) * math.sin({x}.imag))) if cmath.isfinite({x}) else cmath.exp({x}) - 1)")
+                f"math.exp({x}.real) * math.sin({x}.imag))) if cmath.isfinite({x}) and {x} != 0 else cmath.exp({x}) - 1)")
     if name in ("exp", "log", "sin", "cos", "tan", "tanh") and d.kind == "c":
         return f"cmath.{name}({x})"  # complex: Numba's cmath (no mathlib version)
     simple = {
