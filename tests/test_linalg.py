@@ -162,6 +162,13 @@ def _np_vector_norm(x, axis, keep, ord):
               -np.inf: lambda: np.min(np.abs(x), axis=axis, keepdims=keep)}[ord]()
 
 
+def test_vector_norm_over_no_axes_is_abs():
+    x = np.array([[-3.0, 0, 4], [1, -2, 0.5]])
+    for ord in (2, 1, np.inf, 0.5):
+        np.testing.assert_allclose(la.vector_norm(fa.tensor(x), axis=(), ord=ord).numpy(), np.abs(x))
+    np.testing.assert_array_equal(la.vector_norm(fa.tensor(x), axis=(), ord=0).numpy(), x != 0)
+
+
 def test_vector_norm_gradient_at_zero_is_zero():
     x = fa.zeros((3,), dtype=fa.float64, requires_grad=True)
     la.vector_norm(x).backward()

@@ -133,6 +133,12 @@ def test_searchsorted(side):
     np.testing.assert_array_equal(got.numpy(), np.searchsorted([1, 3, 5], [2.5, 5.0], side=side))
 
 
+def test_searchsorted_python_scalar():
+    got = fa.searchsorted(fa.tensor(np.array([0, 3, 5], np.uint8)), 4)
+    assert got.shape == () and got.item() == 2
+    assert fa.searchsorted(fa.tensor([0.5, 1.5]), 1.5, side="right").item() == 2
+
+
 def test_searchsorted_errors():
     with pytest.raises(ValueError, match="1-d"):
         fa.searchsorted(fa.zeros((2, 2)), fa.zeros(2))

@@ -240,9 +240,7 @@ def vector_norm(x, /, *, axis=None, keepdims: bool = False, ord=2) -> Tensor:
     other real p (sum |x|**p) ** (1/p). The gradient at x == 0 is 0 (a subgradient), not NaN."""
     x = _tensor("vector_norm", x)
     _kind("vector_norm", x, "fc")
-    axes = normalize_axes(axis, x.ndim, "linalg.vector_norm")
-    if not axes:
-        axes = tuple(range(x.ndim))
+    axes = normalize_axes(axis, x.ndim, "linalg.vector_norm")   # axis=(): the elementwise |x|
     ax = _magnitude(x)
     if ord == math.inf:
         out = _fa.max(ax, axis=axes, keepdims=keepdims) if x.size else _fa.sum(ax, axis=axes, keepdims=keepdims)

@@ -114,7 +114,11 @@ def _buffer(x: Tensor):
 
 def searchsorted(x1, x2, /, *, side: str = "left", sorter=None) -> Tensor:
     """Insertion indices (int64) of `x2` into the sorted 1-d `x1` (or `x1` read through `sorter`)."""
-    x1, x2 = _tensor("searchsorted", x1), _tensor("searchsorted", x2)
+    x1 = _tensor("searchsorted", x1)
+    if isinstance(x2, (int, float)) and not isinstance(x2, builtins.bool):   # a Python scalar
+        from ..tensor import _as_tensor
+        x2 = _as_tensor(x2, x1)
+    x2 = _tensor("searchsorted", x2)
     if x1.ndim != 1:
         raise ValueError(f"searchsorted: x1 must be 1-d, got shape {x1.shape}")
     if side not in ("left", "right"):
