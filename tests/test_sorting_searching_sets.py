@@ -184,3 +184,52 @@ def test_unique():
     assert not fa.unique_values(t).requires_grad
     with pytest.raises(TypeError, match="Tensor"):
         fa.unique_values([1, 2])
+
+
+# ---------------------------------------------------------------------------
+# Properties (hypothesis): small integer-valued floats give many ties and NaNs
+# ---------------------------------------------------------------------------
+
+from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+
+_values = st.lists(st.one_of(st.integers(-3, 3).map(float), st.just(float("nan"))), min_size=1, max_size=12)
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(_values, st.booleans())
+def test_property_sort_is_a_stable_permutation(vals, descending):
+    x = np.array(vals)
+    idx = fa.argsort(fa.tensor(x), descending=descending).numpy()
+    assert sorted(idx.tolist()) == list(range(len(x)))              # a permutation
+    s = x[idx]
+    key = np.where(np.isnan(s), 100.0, s)                            # NaN ranks above every number
+    steps = np.diff(key)
+    assert np.all(steps <= 0) if descending else np.all(steps >= 0)  # ordered
+    same = steps == 0
+    assert np.all(np.diff(idx)[same] > 0)                            # equal keys keep their order
+    np.testing.assert_array_equal(fa.sort(fa.tensor(x), descending=descending).numpy(), s)
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(_values)
+def test_property_unique_reconstructs_input(vals):
+    x = np.array(vals)
+    r = fa.unique_all(fa.tensor(x))
+    values, inverse, counts, first = (r.values.numpy(), r.inverse_indices.numpy(), r.counts.numpy(),
+                                      r.indices.numpy())
+    np.testing.assert_array_equal(values[inverse], x)                # NaN == NaN here (array_equal)
+    assert counts.sum() == len(x)
+    np.testing.assert_array_equal(x[first], values)
+    assert np.isnan(values).sum() == np.isnan(x).sum()               # every NaN is distinct
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(-5, 5), min_size=1, max_size=12), st.sampled_from(["left", "right"]))
+def test_property_searchsorted_keeps_order(vals, side):
+    x1 = np.sort(np.array(vals, np.int64))
+    x2 = np.arange(-6, 7)
+    idx = fa.searchsorted(fa.tensor(x1), fa.tensor(x2), side=side).numpy()
+    for v, i in zip(x2, idx):
+        left, right = x1[:i], x1[i:]
+        assert np.all(left < v if side == "left" else left <= v)
+        assert np.all(right >= v if side == "left" else right > v)
