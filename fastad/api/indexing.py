@@ -114,8 +114,8 @@ def _updated(x: Tensor, pos: np.ndarray, value) -> Tensor:
     v = _as_tensor(value, x)
     if v.device != x.device:
         raise ValueError(f"__setitem__: value on {v.device}, tensor on {x.device}")
-    if not dt.can_cast(v.dtype, x.dtype) and not (isinstance(value, (int, float, complex)) or v.ndim == 0
-                                                  and v.dtype.kind <= x.dtype.kind):
+    # Python scalars are weakly typed and take x's dtype; a tensor's dtype must promote to x's
+    if isinstance(value, Tensor) and not dt.can_cast(v.dtype, x.dtype):
         raise TypeError(f"__setitem__: can't assign {v.dtype.name} values to a {x.dtype.name} tensor")
     v = _broadcast(_cast(v, x.dtype), pos.shape).reshape(-1) if pos.size else None
     flat, size = reshape(x, (-1,)), x.size
