@@ -3,8 +3,9 @@
 Decompositions, inverses and solves are library ops (`fastad.api.linalg_ops`)
 that call LAPACK through numpy on the CPU and CuPy on CUDA, with derivative
 rules in the op table. Everything else (norms, matrix_power, matrix_rank,
-trace, outer, cross, tensordot, vecdot) is a composition of other ops, so it is
-lazy, fuses, and differentiates through their rules. Functions that return
+trace, outer, cross) is a composition of other ops, so it is lazy, fuses, and
+differentiates through their rules; matmul, matrix_transpose, tensordot and
+vecdot are the main namespace's (`fastad.api.linear_algebra`). Functions that return
 several arrays return the spec's named tuples. Inputs of the decompositions and
 norms must be floating point; complex inputs compute values but have no gradient
 through the LAPACK ops (NotImplementedError in backward).
@@ -24,6 +25,8 @@ from .. import dtypes as dt
 from ..errors import AxisError
 from ..tensor import Tensor, _apply, _broadcast, broadcast_shapes, normalize_axes
 from . import linalg_ops as _ops
+# the spec's linalg.matmul, matrix_transpose, tensordot and vecdot are the main namespace's functions
+from .linear_algebra import matmul, matrix_transpose, tensordot, vecdot
 
 __all__ = ["cholesky", "cross", "det", "diagonal", "eigh", "eigvalsh", "inv", "matmul", "matrix_norm",
            "matrix_power", "matrix_rank", "matrix_transpose", "outer", "pinv", "qr", "slogdet", "solve",
@@ -54,10 +57,6 @@ class SVDResult(NamedTuple):
     Vh: Tensor
 
 
-def matmul(x1, x2, /) -> Tensor:
-    return _fa.matmul(x1, x2)
-
-
 def _tensor(name, x) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"linalg.{name}: expected a fastad Tensor, got {type(x).__name__}")
@@ -79,13 +78,6 @@ def _kind(name, x, kinds):
     if x.dtype.kind not in kinds:
         need = {"fc": "a floating-point", "iufc": "a numeric"}[kinds]
         raise TypeError(f"linalg.{name}: needs {need} dtype, got {x.dtype.name}")
-
-
-def matrix_transpose(x, /) -> Tensor:
-    x = _tensor("matrix_transpose", x)
-    if x.ndim < 2:
-        raise ValueError(f"matrix_transpose: expected at least 2 dimensions, got shape {x.shape}")
-    return _apply("permute", x, arg=tuple(range(x.ndim - 2)) + (x.ndim - 1, x.ndim - 2))
 
 
 # ---------------------------------------------------------------------------
@@ -320,58 +312,6 @@ def outer(x1, x2, /) -> Tensor:
     if a.ndim != 1 or b.ndim != 1:
         raise ValueError(f"linalg.outer: expected 1-d tensors, got shapes {a.shape} and {b.shape}")
     return _fa.reshape(a, (a.shape[0], 1)) * _fa.reshape(b, (1, b.shape[0]))
-
-
-def vecdot(x1, x2, /, *, axis: int = -1) -> Tensor:
-    """sum(conj(x1) * x2) over `axis` after broadcasting, in the operands' promoted dtype."""
-    a, b = _tensor("vecdot", x1), _tensor("vecdot", x2)
-    _kind("vecdot", a, "iufc")
-    _kind("vecdot", b, "iufc")
-    shape = broadcast_shapes(a.shape, b.shape, op="vecdot")
-    if not -len(shape) <= axis < 0:
-        raise AxisError(f"vecdot: axis {axis} must be negative and within the broadcast rank {len(shape)}")
-    if a.ndim < -axis or b.ndim < -axis or a.shape[axis] != b.shape[axis]:
-        raise ValueError(f"vecdot: sizes along axis {axis} differ: {a.shape} and {b.shape}")
-    if a.dtype.kind == "c":
-        a = _fa.conj(a)
-    prod = a * b
-    return _fa.sum(prod, axis=axis, dtype=prod.dtype)
-
-
-def tensordot(x1, x2, /, *, axes=2) -> Tensor:
-    """Contract the last `axes` axes of x1 with the first of x2, or the listed pairs of axes."""
-    a, b = _tensor("tensordot", x1), _tensor("tensordot", x2)
-    if isinstance(axes, (int, np.integer)):
-        if axes < 0 or axes > builtins.min(a.ndim, b.ndim):
-            raise ValueError(f"tensordot: axes={axes} out of range for shapes {a.shape} and {b.shape}")
-        ax_a, ax_b = list(range(a.ndim - axes, a.ndim)), list(range(axes))
-    else:
-        ax_a, ax_b = (list(normalize_axes_keep(s, nd)) for s, nd in zip(axes, (a.ndim, b.ndim)))
-        if len(ax_a) != len(ax_b):
-            raise ValueError(f"tensordot: {len(ax_a)} axes of x1 against {len(ax_b)} of x2")
-    for i, j in zip(ax_a, ax_b):
-        if a.shape[i] != b.shape[j]:
-            raise ValueError(f"tensordot: axis {i} of {a.shape} and axis {j} of {b.shape} differ")
-    free_a = [i for i in range(a.ndim) if i not in ax_a]
-    free_b = [i for i in range(b.ndim) if i not in ax_b]
-    k = math.prod(a.shape[i] for i in ax_a)
-    a2 = _fa.reshape(_fa.permute_dims(a, free_a + ax_a), (math.prod(a.shape[i] for i in free_a), k))
-    b2 = _fa.reshape(_fa.permute_dims(b, ax_b + free_b), (k, math.prod(b.shape[i] for i in free_b)))
-    out = _fa.matmul(a2, b2)
-    return _fa.reshape(out, tuple(a.shape[i] for i in free_a) + tuple(b.shape[i] for i in free_b))
-
-
-def normalize_axes_keep(axes, ndim) -> tuple:
-    """Axes in the given order (tensordot pairs them), each in range and non-negative."""
-    axes = (axes,) if isinstance(axes, (int, np.integer)) else tuple(axes)
-    out = []
-    for ax in axes:
-        if not -ndim <= ax < ndim:
-            raise AxisError(f"tensordot: axis {ax} out of bounds for {ndim} dimensions")
-        out.append(int(ax) % ndim)
-    if len(set(out)) != len(out):
-        raise ValueError(f"tensordot: repeated axis in {axes}")
-    return tuple(out)
 
 
 def cross(x1, x2, /, *, axis: int = -1) -> Tensor:
