@@ -339,6 +339,15 @@ def test_complex_values():
     assert la.matrix_rank(t).numpy().tolist() == [3, 3]
 
 
+def test_empty_batches():
+    x = fa.zeros((0, 2, 2))
+    assert la.eigh(x).eigenvectors.shape == (0, 2, 2)
+    assert [t.shape for t in la.svd(x)] == [(0, 2, 2), (0, 2), (0, 2, 2)]
+    assert [t.shape for t in la.qr(fa.zeros((0, 3, 2)))] == [(0, 3, 2), (0, 2, 2)]
+    assert la.slogdet(x).logabsdet.shape == (0,)
+    assert la.inv(x).shape == (0, 2, 2)
+
+
 def test_pinv_and_matrix_rank_array_rtol():
     a = np.stack([np.diag([1.0, 1e-2, 1e-4]), np.diag([1.0, 1e-2, 1e-4])])
     rtol = np.array([1e-3, 1e-1])

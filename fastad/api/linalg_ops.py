@@ -69,7 +69,8 @@ def _lapack(name, fn):
 
 def pack(xp, batch, parts):
     """One array of shape batch + (total,): each part flattened over its own (trailing) dims."""
-    return xp.concatenate([xp.reshape(p, tuple(batch) + (-1,)) for p in parts], axis=-1)
+    batch = tuple(batch)   # explicit sizes: -1 cannot be inferred in an empty batch
+    return xp.concatenate([xp.reshape(p, batch + (math.prod(p.shape[len(batch):]),)) for p in parts], axis=-1)
 
 
 def split(x, shapes):
