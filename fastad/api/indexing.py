@@ -81,9 +81,20 @@ def _index_value(i):
 
 
 def _positions(x: Tensor, index) -> np.ndarray:
-    """The flat positions in `x` that `x[index]` reads, in the result's shape (numpy's indexing rules)."""
+    """The flat positions in `x` that `x[index]` reads, in the result's shape (numpy's indexing rules).
+
+    Each axis's coordinate is a broadcast view of one arange (no memory per element of `x`);
+    numpy indexes those views, so the work and memory follow the result's size."""
     index = tuple(_index_value(i) for i in (index if isinstance(index, tuple) else (index,)))
-    return np.arange(x.size, dtype=np.int64).reshape(x.shape)[index]
+    pos = None
+    stride = 1
+    for axis in reversed(range(x.ndim)):
+        n = x.shape[axis]
+        coord = np.arange(n, dtype=np.int64).reshape((n,) + (1,) * (x.ndim - 1 - axis))
+        term = np.broadcast_to(coord, x.shape)[index] * stride
+        pos = term if pos is None else pos + term
+        stride *= n
+    return np.zeros((), np.int64)[index] if pos is None else pos
 
 
 def _gather(x: Tensor, pos: np.ndarray) -> Tensor:
