@@ -5,7 +5,8 @@ differentiate through those ops' rules; std's gradient at zero variance is 0
 (a subgradient) rather than NaN. The cumulative sum and product are library
 ops (numpy's or CuPy's cumsum/cumprod) with derivative rules:
 d cumsum = the reversed cumulative sum of the cotangent; d cumprod =
-revcumsum(g * y) / x, which is NaN where x == 0 (as prod's rule, documented).
+revcumsum(g * y) / x before the first zero along the axis, the product with
+that zero replaced by 1 at it, and 0 after it (exact with zeros, no NaN).
 """
 from __future__ import annotations
 
@@ -31,7 +32,17 @@ def _revcumsum(g, axis):
 
 
 def _cumprod_vjp(c, g):
-    return (f.div(_revcumsum(f.mul(g, c.y), c.arg), c.x),)
+    # dy_k/dx_i = prod_{j<=k, j!=i} x_j. Before the first zero along the axis that is y_k / x_i;
+    # at the first zero it is the running product with that zero replaced by 1; after it, 0.
+    x, y, axis = c.x, c.y, c.arg
+    zero = f.eq(x, f.like(0, x))
+    seen = f.cumsum(f.cast(zero, arg=x.dtype), arg=axis)          # zeros up to and including here
+    before = f.eq(seen, f.like(0, seen))
+    first = f.logical_and(zero, f.eq(seen, f.like(1, seen)))
+    one = f.like(1, x)
+    g_before = f.div(_revcumsum(f.mul(g, y), axis), f.where(before, x, one))
+    g_first = _revcumsum(f.mul(g, f.cumprod(f.where(first, one, x), arg=axis)), axis)
+    return (f.where(before, g_before, f.where(first, g_first, f.like(0, g))),)
 
 
 def _same(srcs, axis):
@@ -84,7 +95,7 @@ def cumulative_sum(x, /, *, axis=None, dtype=None, include_initial: bool = False
 
 def cumulative_prod(x, /, *, axis=None, dtype=None, include_initial: bool = False) -> Tensor:
     """Running products along `axis` (optional for 1-d); include_initial prepends the 1.
-    The gradient is NaN where an input is exactly 0."""
+    The gradient is exact where inputs are 0 too."""
     return _cumulative("cumulative_prod", "cumprod", x, axis, dtype, include_initial)
 
 
