@@ -250,7 +250,21 @@ _unary("sin", np.sin, "sin({0})", lambda c, g: (f.mul(g, f.cos(c.x)),))
 _unary("cos", np.cos, "cos({0})", lambda c, g: (f.neg(f.mul(g, f.sin(c.x))),))
 _unary("tan", np.tan, "tan({0})",
        lambda c, g: (f.mul(g, f.add(f.like(1, c.y), f.mul(c.y, c.y))),), singular=True)
-_unary("tanh", np.tanh, "tanh({0})",
+
+
+def _tanh_ref(x):
+    """numpy's tanh; for complex z with an infinite real and finite imaginary part the array API's
+    +-1 + 0j carrying the signs of the parts (numpy's zero takes the sign of sin(2 imag))."""
+    out = np.tanh(x)
+    if x.dtype.kind == "c":
+        edge = np.isinf(x.real) & np.isfinite(x.imag)
+        fixed = np.copysign(1, x.real).astype(x.dtype)
+        fixed.imag = np.copysign(0, x.imag)   # set, not added: 1j * -0.0 would lose the sign
+        out = np.where(edge, fixed, out).astype(x.dtype)
+    return out
+
+
+_unary("tanh", _tanh_ref, "tanh({0})",
        lambda c, g: (f.mul(g, f.sub(f.like(1, c.y), f.mul(c.y, c.y))),))
 
 

@@ -190,3 +190,11 @@ def test_abs_of_complex_is_the_real_modulus():
     got = fa.abs(fa.asarray(z))
     assert got.dtype is fa.float32
     np.testing.assert_array_equal(got.numpy(), np.array([5.0, np.inf, 0.0], np.float32))
+
+
+def test_complex_tanh_at_infinite_real_part_keeps_the_signs_of_the_parts():
+    z = np.array([complex(np.inf, 2.0), complex(-np.inf, -2.0), complex(np.inf, -0.5)], np.complex64)
+    got = fa.tanh(fa.asarray(z)).numpy()
+    np.testing.assert_array_equal(got.real, [1.0, -1.0, 1.0])
+    np.testing.assert_array_equal(np.signbit(got.imag), [False, True, True])
+    assert np.all(got.imag == 0)

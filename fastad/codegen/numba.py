@@ -70,6 +70,9 @@ def _call(name: str, args: list, d: dt.DType, out: dt.DType) -> str:
     if name == "expm1" and d.kind == "c":  # numpy's complex expm1; exp(z) - 1 off the finite nonzero values
         return (f"({T}(complex(math.expm1({x}.real) * math.cos({x}.imag) - 2.0 * math.sin({x}.imag / 2) ** 2, "
                 f"math.exp({x}.real) * math.sin({x}.imag))) if cmath.isfinite({x}) and {x} != 0 else cmath.exp({x}) - 1)")
+    if name == "tanh" and d.kind == "c":  # the op table's rule at an infinite real part (signs of the parts)
+        return (f"({T}(complex(math.copysign(1.0, {x}.real), math.copysign(0.0, {x}.imag))) "
+                f"if math.isinf({x}.real) and math.isfinite({x}.imag) else cmath.tanh({x}))")
     if name in ("exp", "log", "sin", "cos", "tan", "tanh") and d.kind == "c":
         return f"cmath.{name}({x})"  # complex: Numba's cmath (no mathlib version)
     simple = {
