@@ -258,7 +258,7 @@ def _tanh_ref(x):
     out = np.tanh(x)
     if x.dtype.kind == "c":
         edge = np.isinf(x.real) & np.isfinite(x.imag)
-        fixed = np.copysign(1, x.real).astype(x.dtype)
+        fixed = np.array(np.copysign(1, x.real), dtype=x.dtype)   # an array even when 0-d
         fixed.imag = np.copysign(0, x.imag)   # set, not added: 1j * -0.0 would lose the sign
         out = np.where(edge, fixed, out).astype(x.dtype)
     return out

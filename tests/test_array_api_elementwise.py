@@ -194,6 +194,7 @@ def test_abs_of_complex_is_the_real_modulus():
 
 def test_complex_tanh_at_infinite_real_part_keeps_the_signs_of_the_parts():
     z = np.array([complex(np.inf, 2.0), complex(-np.inf, -2.0), complex(np.inf, -0.5)], np.complex64)
+    assert np.signbit(fa.tanh(fa.asarray(z[2])).numpy().imag)   # 0-d too
     got = fa.tanh(fa.asarray(z)).numpy()
     np.testing.assert_array_equal(got.real, [1.0, -1.0, 1.0])
     np.testing.assert_array_equal(np.signbit(got.imag), [False, True, True])
