@@ -221,19 +221,13 @@ def _safe_root(s, p=2.0):
     return _fa.where(zero, _fa.zeros_like(s), root)
 
 
-def _magnitude(x):
-    """|x| in the real dtype (the real part of abs, should abs of a complex tensor stay complex)."""
-    ax = _fa.abs(x)
-    return _fa.real(ax) if ax.dtype.kind == "c" else ax
-
-
 def vector_norm(x, /, *, axis=None, keepdims: bool = False, ord=2) -> Tensor:
     """The ord-norm over `axis` (None: all). ord: inf, -inf, 0 (the count of nonzeros), or any
     other real p (sum |x|**p) ** (1/p). The gradient at x == 0 is 0 (a subgradient), not NaN."""
     x = _tensor("vector_norm", x)
     _kind("vector_norm", x, "fc")
     axes = normalize_axes(axis, x.ndim, "linalg.vector_norm")   # axis=(): the elementwise |x|
-    ax = _magnitude(x)
+    ax = _fa.abs(x)
     if ord == math.inf:
         out = _fa.max(ax, axis=axes, keepdims=keepdims) if x.size else _fa.sum(ax, axis=axes, keepdims=keepdims)
     elif ord == -math.inf:
@@ -268,7 +262,7 @@ def matrix_norm(x, /, *, keepdims: bool = False, ord="fro") -> Tensor:
             out = _fa.reshape(out, out.shape + (1, 1))
     elif ord in (1, -1, math.inf, -math.inf):
         over, keep = (-2, -1) if ord in (1, -1) else (-1, -2)
-        col = _fa.sum(_magnitude(x), axis=over, keepdims=True)
+        col = _fa.sum(_fa.abs(x), axis=over, keepdims=True)
         red = _fa.max if ord > 0 else _fa.min
         out = red(col, axis=keep, keepdims=True)
         if not keepdims:
