@@ -75,8 +75,7 @@ def nan_safe(vjp):
     branch `where` did not select contributes nothing (where(x > 0, sqrt(x), 0) at x < 0), while a
     genuine NaN or inf with a nonzero cotangent still propagates."""
     def rule(c, g):
-        zero = f.eq(g, f.like(0, g))
-        return tuple(None if pg is None else f.where(zero, f.like(0, pg), pg) for pg in vjp(c, g))
+        return tuple(None if pg is None else f.nan_guard(g, pg) for pg in vjp(c, g))
     return rule
 
 
@@ -171,6 +170,8 @@ def _fold(op: Op, srcs, arg, shape, out_dtype) -> Optional[Node]:
             return b
     if op.name == "cast" and srcs[0].dtype is arg:
         return srcs[0]
+    if op.name == "nan_guard" and srcs[0].op == "const":   # a known cotangent: zero, or the value
+        return srcs[1] if srcs[0].arg != 0 else srcs[0]
     return None
 
 
@@ -441,6 +442,11 @@ _binary("bitwise_xor", np.bitwise_xor, "({0} ^ {1})", None, domain="integer")
 _binary("bitwise_left_shift", np.left_shift, "lshift({0}, {1})", None, domain="integer")
 _binary("bitwise_right_shift", np.right_shift, "rshift({0}, {1})", None, domain="integer")
 
+# nan_guard(g, v): v, or g itself (an exact zero) where g == 0. The NaN-safe rules' mask, one node;
+# piecewise constant in g, so only v gets a gradient
+defop("nan_guard", ELEMENTWISE, 2, domain="float",
+      ref=lambda g, v, arg: np.where(g == 0, g, v), expr="nan_guard({0}, {1})",
+      vjp=lambda c, gout: (None, f.nan_guard(c.a, gout)))
 defop("where", ELEMENTWISE, 3, ref=lambda cond, a, b, arg: np.where(cond, a, b),
       expr="where({0}, {1}, {2})",
       vjp=lambda c, g: (None, f.where(c.srcs[0], g, f.like(0, g)),

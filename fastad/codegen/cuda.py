@@ -88,7 +88,7 @@ _COMBINE = {"sum": "FaSum", "prod": "FaProd", "max": "FaMax", "min": "FaMin"}
 INTRINSICS = frozenset({
     "abs", "sign", "exp", "log", "log1p", "expm1", "sqrt", "sin", "cos", "tan", "tanh", "sigmoid",
     "erf", "relu", "logical_not", "isnan", "isinf", "isfinite", "floor", "ceil", "round", "cast", "pow",
-    "floordiv", "mod", "maximum", "minimum", "where",
+    "floordiv", "mod", "maximum", "minimum", "where", "nan_guard",
     "acos", "asin", "atan", "acosh", "asinh", "atanh", "sinh", "cosh", "log2", "log10", "trunc", "signbit",
     "atan2", "hypot", "copysign", "nextafter", "logaddexp", "bitwise_invert", "lshift", "rshift",
     "real", "imag", "conj",

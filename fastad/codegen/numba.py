@@ -109,6 +109,8 @@ def _call(name: str, args: list, d: dt.DType, out: dt.DType) -> str:
         return f"({a} if ({a} < {b}) or ({a} != {a}) else {b})"
     if name == "where":
         return f"({args[1]} if {a} else {args[2]})"
+    if name == "nan_guard":
+        return f"({b} if {a} != 0 else {a})"
     if name == "floordiv" and sfx:  # an infinite operand: the array API's a / b (the op table's rule)
         return f"(({a} / {b}) if (np.isinf({a}) or np.isinf({b})) else floordiv_{sfx}({a}, {b}))"
     if name == "mod" and sfx:

@@ -281,6 +281,10 @@ FA_DEV bool fa_minimum(bool a, bool b) { return a && b; }
 template <typename T>
 FA_DEV T fa_where(bool c, T a, T b) { return c ? a : b; }
 
+// nan_guard(g, v): the NaN-safe derivative rules' mask: g itself (an exact zero) where g == 0, else v
+template <typename T>
+FA_DEV T fa_nan_guard(T g, T v) { return g == (T)0 ? g : v; }
+
 // ---------------------------------------------------------------------------
 // Casts: fa_cast<To>(v)
 // ---------------------------------------------------------------------------
