@@ -98,6 +98,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .._util import atomic_write
+
 try:
     import fcntl
 except ImportError:  # not POSIX: no advisory locks, run unlocked (see _EntryLock)
@@ -374,31 +376,7 @@ def _read_or_none(path: Path) -> bytes | None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    # The temporary file is in the same folder so os.replace is atomic. Readers
-    # see the old file or the new one, never a partial one. os.open with 0o666
-    # respects the umask, like Numba's own files (mkstemp would force 0o600).
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable; not possible on every platform
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    atomic_write(path, lambda f: f.write(data))
 
 
 def _load_entry(source: str, key: str, stem: str) -> LoadedModule:
