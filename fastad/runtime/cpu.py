@@ -44,6 +44,7 @@ from ..codegen.numba import merge_partials
 from .._util import contiguous
 from ..config import settings
 from ..device import CPU
+from .buffers import pool as buffer_pool
 from .cpu_compile import Native, build, build_in_background, load_native
 from .interpret import interpret
 
@@ -252,7 +253,8 @@ class CpuBackend:
     def _alloc_outputs(kernel, shape) -> list:
         n_all = math.prod(shape)
         n_kept = math.prod(shape[: kernel.ndim - kernel.reduce_ndim])
-        return [np.empty(n_kept if o.reduce else n_all, dtype=o.dtype.np) for o in kernel.outputs]
+        # large outputs reuse pooled buffers nobody holds any more (no page faults on first touch)
+        return [buffer_pool.empty(n_kept if o.reduce else n_all, o.dtype.np) for o in kernel.outputs]
 
     # ---- library calls ----------------------------------------------------
     def run_library(self, op: str, arg, inputs, device=None):

@@ -1,0 +1,70 @@
+"""buffers: reuse large host output buffers that nobody holds any more.
+
+Start at `BufferPool.empty`. A training loop's kernels produce outputs of the
+same sizes every step, and a fresh large numpy array costs a page fault for
+every 4 KiB page on first touch (glibc hands freed blocks above its mmap
+threshold back to the OS), which costs as much as the kernel that fills it.
+
+The pool allocates large outputs as views of raw byte arrays that it keeps.
+A raw array whose only reference is the pool's own is free: no node, tensor,
+numpy() result, view or DLPack export holds it (each of those references it,
+directly or as its view's base). A free array is handed out again instead of
+a new one. Buffers stay immutable to everyone else: a handed-out view is
+frozen when it is stored on a node, and it is reused only after every holder
+has let it go.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+
+import numpy as np
+
+__all__ = ["BufferPool", "pool"]
+
+MIN_BYTES = 1 << 20       # smaller arrays come from malloc's heap, where reuse is already cheap
+MAX_PER_SIZE = 16         # arrays tracked per byte size (in use or free)
+MAX_FREE_PER_SIZE = 4     # free arrays kept per byte size; more are released
+
+
+class BufferPool:
+    def __init__(self):
+        self._raw: dict[int, list] = {}
+        self._lock = threading.Lock()
+        self.reused = 0
+        self.allocated = 0
+
+    def empty(self, n: int, dtype) -> np.ndarray:
+        """An uninitialised 1-d array of `n` elements: a free pooled buffer, or a new one."""
+        dtype = np.dtype(dtype)
+        nbytes = n * dtype.itemsize
+        if nbytes < MIN_BYTES:
+            return np.empty(n, dtype)
+        with self._lock:
+            raws = self._raw.setdefault(nbytes, [])
+            found, free = None, 0
+            for i in range(len(raws) - 1, -1, -1):
+                # 2 references: the list's and getrefcount's argument; any holder adds one
+                if sys.getrefcount(raws[i]) == 2:
+                    if found is None:
+                        found = raws[i]
+                    else:
+                        free += 1
+                        if free >= MAX_FREE_PER_SIZE:
+                            del raws[i]          # let the allocator have it back
+            if found is not None:
+                self.reused += 1
+                return found.view(dtype)
+            raw = np.empty(nbytes, np.uint8)
+            self.allocated += 1
+            if len(raws) < MAX_PER_SIZE:
+                raws.append(raw)
+            return raw.view(dtype)
+
+    def clear(self) -> None:
+        """Forget every pooled array (those in use stay alive through their holders)."""
+        with self._lock:
+            self._raw.clear()
+
+
+pool = BufferPool()
