@@ -155,7 +155,7 @@ def _topo(roots, tape=None) -> list:
                 continue
             seen.add(id(t))
             stack.append((t, True))
-            fn = _followed(t._ctx, tape)
+            fn = t._ctx if tape is None else _followed(t._ctx, tape)
             if fn is not None and not fn.freed:
                 for p in fn.parents:
                     if p is not None and id(p) not in seen:
@@ -191,7 +191,7 @@ def backward(roots: list, seeds: list, sink, retain_graph: bool = False, stop_at
         g = grads.pop(id(t), None)
         if g is None:
             continue
-        fn = _followed(t._ctx, tape)
+        fn = t._ctx if tape is None else _followed(t._ctx, tape)
         if fn is None or id(t) in stop_at or t._retains_grad:
             sink(t, g)
             if fn is None:

@@ -631,10 +631,17 @@ class VJPContext:
 
 def _builder_method(name):
     def build(*srcs, arg=None):
-        for s in srcs:
-            if type(s) is not Node:
-                return _tensor_builder[0](name, srcs, arg)
-        return apply(name, *srcs, arg=arg)
+        # the common cases first: one or two nodes (a plain backward pass)
+        n = len(srcs)
+        if n == 2:
+            if type(srcs[0]) is Node and type(srcs[1]) is Node:
+                return apply(name, srcs[0], srcs[1], arg=arg)
+        elif n == 1:
+            if type(srcs[0]) is Node:
+                return apply(name, srcs[0], arg=arg)
+        elif all(type(s) is Node for s in srcs):
+            return apply(name, *srcs, arg=arg)
+        return _tensor_builder[0](name, srcs, arg)
     build.__name__ = name
     return staticmethod(build)
 
