@@ -222,21 +222,25 @@ def _flatten(obj):
 _DEPS = None
 
 
-def _const(value, shape, dtype, device):
-    from .ops import const
-    return const(value, shape, dtype, device)
-
-
 def _deps():
-    """The modules replay uses, imported once (they import this module, so not at the top)."""
+    """What replay uses from the layers around it, imported once (they import this module)."""
     global _DEPS
     if _DEPS is None:
-        from .ops import OPS
+        from .ops import OPS, const
         from .realize import realize
         from .runtime import backend_for, device_scope
+        from .runtime.reference import const_array
         from .tensor import Tensor
-        _DEPS = (OPS, realize, backend_for, device_scope, Tensor)
+        _DEPS = (OPS, realize, backend_for, device_scope, Tensor, const, const_array)
     return _DEPS
+
+
+def _through(a, chain):
+    """`a` read through a recorded chain of movement ops (views, as the scheduler's operands)."""
+    OPS = _deps()[0]
+    for op, arg in chain:
+        a = OPS[op].ref(a, arg)
+    return a
 
 
 def _positional(xs):
@@ -249,9 +253,7 @@ class _Program:
 
     def __init__(self, steps, state, rebinds, outputs, rebuild, state_guard):
         from .runtime import backend_for
-        self.state, self.rebinds, self.outputs = state, rebinds, outputs
-        self.rebuild, self.state_guard = rebuild, state_guard
-        self.arg_index = sorted({s[1] for s in _all_slots(steps, rebinds, outputs) if s[0] == "arg"})
+        self.state, self.rebuild, self.state_guard = state, rebuild, state_guard
         self.steps = []
         for st in steps:
             kind = st[0]
@@ -278,7 +280,7 @@ class _Program:
         self.devices = {st[-1] for st in steps if st[0] == "kernel"}
 
     def run(self, leaves):
-        OPS, realize, backend_for, device_scope, Tensor = _deps()
+        _, realize, backend_for, device_scope, Tensor, _, _ = _deps()
         pending = [x._node for x in leaves if isinstance(x, Tensor) and x._node.buffer is None]
         for t in self.state:
             if t._node.buffer is None and t._node.op != "const":
@@ -304,19 +306,11 @@ class _Program:
                         env[nid] = buf.reshape(nshape)
                 elif kind == 1:
                     _, run_library, op, arg, recipes, nid, device = st
-                    operands = []
-                    for read, chain in recipes:
-                        a = read(env, leaves)
-                        for mop, marg in chain:
-                            a = OPS[mop].ref(a, marg)
-                        operands.append(a)
+                    operands = [_through(read(env, leaves), chain) for read, chain in recipes]
                     env[nid] = run_library(op, arg, operands, device=device)
                 elif kind == 2:
                     _, xp, read, chain, nid, shape = st
-                    a = read(env, leaves)
-                    for mop, marg in chain:
-                        a = OPS[mop].ref(a, marg)
-                    env[nid] = xp.ascontiguousarray(a).reshape(shape)
+                    env[nid] = xp.ascontiguousarray(_through(read(env, leaves), chain)).reshape(shape)
                 elif kind == 4:
                     _, fn, eargs, ekwargs, rebinds_before = st
                     _apply_rebinds(rebinds_before, env, leaves, Tensor)
@@ -337,6 +331,7 @@ class _Program:
 
 
 def _run_reference(op, arg, operands, device=None):
+    """Collectives run through their reference at once (see `_Recorder.reference`), in replay too."""
     return _deps()[0][op].ref(*operands, arg)
 
 
@@ -355,22 +350,6 @@ def _apply_rebinds(readers, env, leaves, Tensor) -> None:
             t.grad = None if read is None else Tensor(_node_for(read, s, env, leaves, shape, dtype, device))
 
 
-def _all_slots(steps, rebinds, outputs):
-    for st in steps:
-        if st[0] == "kernel":
-            yield from (s for s, _, _ in st[3])
-        elif st[0] in ("library", "reference"):
-            yield from (s for s, _ in st[3])
-        elif st[0] == "view":
-            yield st[1][0]
-        elif st[0] == "eager":
-            yield from (r[2] for r in st[4] if r[2] is not None)
-        else:
-            yield st[1]
-    yield from (r[2] for r in rebinds if r[2] is not None)
-    yield from (o[1] for o in outputs if o[1] is not None)
-
-
 def _reader(s):
     """A function (env, args) -> the buffer slot `s` names at replay."""
     kind = s[0]
@@ -387,14 +366,14 @@ def _reader(s):
     if kind == "state":
         t, attr = s[1], s[2]
 
+        const_array = _deps()[6]
+
         def state(env, args):
             node = t._node if attr == "node" else t.grad._node
-            if node.buffer is not None:
-                return node.buffer
-            return np.broadcast_to(np.asarray(node.arg, node.dtype.np), node.shape)
+            return node.buffer if node.buffer is not None else const_array(node)
         return state
     if kind == "const":
-        value = np.broadcast_to(np.asarray(s[1], s[3].np), s[2])
+        value = np.broadcast_to(np.asarray(s[1], s[3].np), s[2])   # a const node's value, as const_array
         return lambda env, args: value
     buf = s[1]
     return lambda env, args: buf
@@ -402,7 +381,7 @@ def _reader(s):
 
 def _node_for(read, s, env, args, shape, dtype, device):
     if s[0] == "const":
-        return _const(s[1], shape, dtype, device)
+        return _deps()[5](s[1], shape, dtype, device)
     return Node("buffer", (), tuple(shape), dtype, device, buffer=read(env, args))
 
 
@@ -442,7 +421,8 @@ class _Compiled:
         key = self._signature(leaves)
         prog = self.programs.get(key)
         if prog is not None and prog.state_guard():
-            return self._replay(prog, leaves)
+            profiling.record_replay()
+            return prog.run(leaves)
         return self._trace(key, leaves, rebuild)
 
     # ---- tracing -------------------------------------------------------------------
@@ -544,12 +524,6 @@ class _Compiled:
             return all((t._node.shape, t._node.dtype, t._node.device) == shapes[id(t)] for t in state)
         self.programs[key] = _Program(steps, state, rebinds, outputs, out_rebuild, state_guard)
         return result
-
-    # ---- replay --------------------------------------------------------------------
-    @staticmethod
-    def _replay(prog, leaves):
-        profiling.record_replay()
-        return prog.run(leaves)
 
 
 def compile(fn=None):
