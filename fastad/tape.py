@@ -20,9 +20,9 @@ import contextlib
 from . import dtypes as dt
 from .autodiff import active_tapes, backward
 from .creation import asarray
-from .ops import apply, const
+from .ops import const, f
 from .realize import mark_dirty, realize
-from .tensor import Tensor, _apply
+from .tensor import Tensor
 
 __all__ = ["GradientTape", "Variable"]
 
@@ -183,7 +183,7 @@ class GradientTape:
                 if prev is None:
                     results[id(t)] = g
                 else:
-                    results[id(t)] = _apply("add", prev, g) if create_graph else apply("add", prev, g)
+                    results[id(t)] = f.add(prev, g)   # nodes, or tensors with create_graph
 
         roots = [t for t in targets if t._ctx is not None or id(t) in wanted]
         seeds = [s for t, s in zip(targets, seeds) if t._ctx is not None or id(t) in wanted]

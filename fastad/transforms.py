@@ -1,6 +1,6 @@
 """transforms: functional autodiff (`grad`, `value_and_grad`, `vjp`, `jvp`, `jacobian`, `hessian`, `hvp`).
 
-Start at `_trace`. Each transform calls the user's function on fresh inputs that
+Start at `_fresh_inputs` and `_pullback`. Each transform calls the user's function on fresh inputs that
 record gradients, then runs the shared reverse pass (`fastad.autodiff.backward`)
 and hands back the gradients at those inputs. When an input already carries a
 gradient history (a transform inside another transform, or inside a tape or a
@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from .autodiff import backward
 from .creation import asarray
-from .ops import const
+from .ops import const, f as build
 from .realize import realize
-from .tensor import Tensor, _apply, _fresh
+from .tensor import Tensor, _apply, _fresh, reshape, stack
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacobian", "hessian", "hvp"]
 
@@ -44,8 +46,8 @@ def _argnums(argnums, n: int) -> tuple:
     return tuple(a % n for a in nums)
 
 
-def _trace(f, args, argnums):
-    """(inputs, args with the differentiated ones replaced, output of f)."""
+def _fresh_inputs(args, argnums):
+    """(inputs, args with the differentiated ones replaced by those fresh inputs)."""
     args = list(args)
     inputs = []
     for a in argnums:
@@ -62,10 +64,7 @@ def _pullback(outputs: list, seeds: list, inputs: list, create_graph: bool) -> l
     def sink(t, g):
         if id(t) in wanted:
             prev = got.get(id(t))
-            if create_graph:
-                got[id(t)] = g if prev is None else _apply("add", prev, g)
-            else:
-                got[id(t)] = g if prev is None else _add_nodes(prev, g)
+            got[id(t)] = g if prev is None else build.add(prev, g)   # nodes, or tensors with create_graph
 
     roots = [o for o in outputs if o._tracked]
     rseeds = [s for o, s in zip(outputs, seeds) if o._tracked]
@@ -86,9 +85,26 @@ def _pullback(outputs: list, seeds: list, inputs: list, create_graph: bool) -> l
     return out
 
 
-def _add_nodes(a, b):
-    from .ops import apply
-    return apply("add", a, b)
+def _tangents(name, inputs, tangents) -> list:
+    """The tangents as tensors shaped like their primals."""
+    out = []
+    for x, t in zip(inputs, tangents):
+        t = t if isinstance(t, Tensor) else asarray(t, dtype=x.dtype, device=x.device)
+        if t.shape != x.shape:
+            raise ValueError(f"{name}: tangent shape {t.shape} does not match its primal's {x.shape}")
+        out.append(t if t.dtype is x.dtype else t.astype(x.dtype))
+    return out
+
+
+def _inner(gs, ts) -> Tensor:
+    """sum over pairs of sum(g * t): a scalar, recorded like any graph."""
+    total = None
+    for g, t in zip(gs, ts):
+        term = _apply("mul", g, t)
+        if term.ndim:
+            term = _apply("sum", term, arg=tuple(range(term.ndim)))
+        total = term if total is None else total + term
+    return total
 
 
 def _needs_graph(inputs) -> bool:
@@ -111,7 +127,7 @@ def value_and_grad(f, argnums=0, has_aux: bool = False):
     @functools.wraps(f)
     def wrapped(*args, **kwargs):
         nums = _argnums(argnums, len(args))
-        inputs, call_args = _trace(f, args, nums)
+        inputs, call_args = _fresh_inputs(args, nums)
         res = f(*call_args, **kwargs)
         out, aux = (res if has_aux else (res, None))
         _scalar_output(out, "grad")
@@ -137,7 +153,7 @@ def grad(f, argnums=0, has_aux: bool = False):
 
 def vjp(f, *primals):
     """(f(*primals), vjp_fn): vjp_fn(cotangent) gives one gradient per primal."""
-    inputs, call_args = _trace(f, primals, tuple(range(len(primals))))
+    inputs, call_args = _fresh_inputs(primals, tuple(range(len(primals))))
     out = f(*call_args)
     if not isinstance(out, Tensor):
         raise TypeError(f"vjp: the function must return a fastad Tensor, got {type(out).__name__}")
@@ -159,25 +175,15 @@ def jvp(f, primals, tangents):
     primals, tangents = tuple(primals), tuple(tangents)
     if len(primals) != len(tangents):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
-    inputs, call_args = _trace(f, primals, tuple(range(len(primals))))
+    inputs, call_args = _fresh_inputs(primals, tuple(range(len(primals))))
     out = f(*call_args)
     if not isinstance(out, Tensor) or not out.dtype.is_floating:
         raise TypeError("jvp: the function must return a floating point fastad Tensor")
-    ts = []
-    for x, t in zip(inputs, tangents):
-        t = t if isinstance(t, Tensor) else asarray(t, dtype=x.dtype, device=x.device)
-        if t.shape != x.shape:
-            raise ValueError(f"jvp: tangent shape {t.shape} does not match its primal's {x.shape}")
-        ts.append(t)
+    ts = _tangents("jvp", inputs, tangents)
     # J^T u is linear in u, so any u will do; a nonzero one keeps clear of the NaN-safe rules'
     # zero-cotangent case, where the rule is flat in u
     u = Tensor(const(1, out.shape, out.dtype, out.device), requires_grad=True)
-    g_u = _pullback([out], [u], inputs, True)
-    inner = None
-    for g, t in zip(g_u, ts):
-        term = _apply("sum", _apply("mul", g, t.astype(g.dtype) if t.dtype is not g.dtype else t),
-                      arg=tuple(range(g.ndim))) if g.ndim else _apply("mul", g, t)
-        inner = term if inner is None else inner + term
+    inner = _inner(_pullback([out], [u], inputs, True), ts)
     (tangent_out,) = _pullback([inner], [const(1, inner.shape, inner.dtype, inner.device)], [u],
                                _needs_graph(inputs) or any(t._tracked for t in ts))
     realize([out._node, tangent_out._node])
@@ -189,20 +195,18 @@ def jacobian(f, argnums=0):
     @functools.wraps(f)
     def wrapped(*args):
         nums = _argnums(argnums, len(args))
-        inputs, call_args = _trace(f, args, nums)
+        inputs, call_args = _fresh_inputs(args, nums)
         out = f(*call_args)
         if not isinstance(out, Tensor):
             raise TypeError(f"jacobian: the function must return a fastad Tensor, got {type(out).__name__}")
         graph = _needs_graph(inputs)
         rows = [[] for _ in inputs]
-        import numpy as np
         for i in range(out.size):
             basis = np.zeros(out.size, out.dtype.np)
             basis[i] = 1
             seed = asarray(basis.reshape(out.shape), device=out.device)
             for k, g in enumerate(_pullback([out], [seed if graph else seed._node], inputs, graph)):
                 rows[k].append(g)
-        from .tensor import reshape, stack
         jacs = []
         for x, r in zip(inputs, rows):
             j = stack(r) if r else Tensor(const(0, (0,) + x.shape, x.dtype, x.device))
@@ -222,17 +226,11 @@ def hvp(f, primals, tangents):
     primals, tangents = tuple(primals), tuple(tangents)
     if len(primals) != len(tangents):
         raise ValueError(f"hvp: {len(primals)} primals but {len(tangents)} tangents")
-    inputs, call_args = _trace(f, primals, tuple(range(len(primals))))
+    inputs, call_args = _fresh_inputs(primals, tuple(range(len(primals))))
     out = _scalar_output(f(*call_args), "hvp")
+    ts = _tangents("hvp", inputs, tangents)
     gs = _pullback([out], [Tensor(const(1, out.shape, out.dtype, out.device))], inputs, True)
-    inner = None
-    for g, t in zip(gs, tangents):
-        t = t if isinstance(t, Tensor) else asarray(t, dtype=g.dtype, device=g.device)
-        if t.shape != g.shape:
-            raise ValueError(f"hvp: tangent shape {t.shape} does not match its primal's {g.shape}")
-        term = _apply("mul", g, t if t.dtype is g.dtype else t.astype(g.dtype))
-        term = _apply("sum", term, arg=tuple(range(term.ndim))) if term.ndim else term
-        inner = term if inner is None else inner + term
+    inner = _inner(gs, ts)
     graph = _needs_graph(inputs)
     seed = const(1, inner.shape, inner.dtype, inner.device)
     result = _pullback([inner], [Tensor(seed) if graph else seed], inputs, graph)
