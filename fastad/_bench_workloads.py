@@ -290,43 +290,24 @@ def _elementwise_cases(kind: str, device: str, sizes) -> list:
     for n in sizes:
         check = _vg_checker(kind, n)
 
-        def fastad_make(n=n, check=check):
+        def fastad_make(n=n, check=check, compiled=False):
             import fastad as fa
-            if device == "cuda":
-                _require_fastad_cuda()
-            x = fa.tensor(chain_input(n), requires_grad=True, device=device)
-
-            def step():
-                x.grad = None
-                y = expr(fa, x)
-                y.backward()
-                v = float(y)
-                if device == "cuda":
-                    _cuda_sync()
-                return v, x.grad
-
-            return Runner(step, lambda out: check((out[0], out[1].numpy())))
-
-        cases.append(Case(kind, n, "fastad", fastad_make, role="fastad", warmup=3))
-
-        def fastad_compiled_make(n=n, check=check):
-            import fastad as fa
-            if not hasattr(fa, "compile"):
+            if compiled and not hasattr(fa, "compile"):
                 raise Skip("this fastad has no fastad.compile")
             if device == "cuda":
                 _require_fastad_cuda()
             x = fa.tensor(chain_input(n), requires_grad=True, device=device)
 
-            @fa.compile
             def value_and_grad(x):
                 y = expr(fa, x)
                 y.backward()
                 g = x.grad
                 x.grad = None
                 return y, g
+            vg = fa.compile(value_and_grad) if compiled else value_and_grad
 
             def step():
-                y, g = value_and_grad(x)
+                y, g = vg(x)
                 v = float(y)
                 if device == "cuda":
                     _cuda_sync()
@@ -334,7 +315,8 @@ def _elementwise_cases(kind: str, device: str, sizes) -> list:
 
             return Runner(step, lambda out: check((out[0], out[1].numpy())))
 
-        cases.append(Case(kind, n, "fastad fa.compile", fastad_compiled_make, warmup=3))
+        cases.append(Case(kind, n, "fastad", fastad_make, role="fastad", warmup=3))
+        cases.append(Case(kind, n, "fastad fa.compile", functools.partial(fastad_make, compiled=True), warmup=3))
 
         if device == "cpu":
             def numpy_make(n=n, check=check):
@@ -483,37 +465,23 @@ def seed_cases(device: str, sizes, quick: bool) -> list:
         ok = abs(float(out) - 10.0) <= 1e-5
         return ok, f"d(x**2)/dx at 5 = {float(out)!r}" + ("" if ok else " (expected 10.0)")
 
-    def fastad_make():
+    def fastad_make(compiled=False):
         import fastad as fa
-        if device == "cuda":
-            _require_fastad_cuda()
-
-        def step():
-            for _ in range(inner_default):
-                x = fa.tensor(5.0, requires_grad=True, device=device)
-                y = x ** 2
-                y.backward()
-                g = float(x.grad)
-            return g
-        return Runner(step, check, inner=inner_default)
-
-    def fastad_compiled_make():
-        import fastad as fa
-        if not hasattr(fa, "compile"):
+        if compiled and not hasattr(fa, "compile"):
             raise Skip("this fastad has no fastad.compile")
         if device == "cuda":
             _require_fastad_cuda()
 
-        @fa.compile
         def grad_of_square(x):
             y = x ** 2
             y.backward()
             return x.grad
+        grad = fa.compile(grad_of_square) if compiled else grad_of_square
 
         def step():
             for _ in range(inner_default):
                 x = fa.tensor(5.0, requires_grad=True, device=device)
-                g = float(grad_of_square(x))
+                g = float(grad(x))
             return g
         return Runner(step, check, inner=inner_default)
 
@@ -558,7 +526,7 @@ def seed_cases(device: str, sizes, quick: bool) -> list:
 
     return [
         Case("seed", None, "fastad", fastad_make, role="fastad", warmup=3),
-        Case("seed", None, "fastad fa.compile", fastad_compiled_make, warmup=3),
+        Case("seed", None, "fastad fa.compile", functools.partial(fastad_make, compiled=True), warmup=3),
         Case("seed", None, "torch eager", torch_make, requires=("torch",)),
         Case("seed", None, "jax jit", jax_make, requires=("jax",)),
         Case("seed", None, "drjit " + ("llvm" if device == "cpu" else "cuda"), drjit_make, requires=("drjit",)),
