@@ -20,7 +20,6 @@ intrinsics (`exp(...)`, `where(...)`) that each renderer maps per dtype.
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional

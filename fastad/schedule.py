@@ -25,9 +25,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from . import dtypes as dt
 from ._util import contiguous
 from .graph import Node, toposort
 from .kernel_ir import Input, Kernel, Output, Stmt

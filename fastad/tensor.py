@@ -104,8 +104,9 @@ class Tensor:
         or still pending, from it. `np.array(t)` (or `t.numpy().copy()`) gives a
         writable copy."""
         from .runtime import backend_for
-        if capture.recorder() is not None:   # a value read while fastad.compile traces would be frozen
-            capture.recorder().host_read("reading a tensor (numpy(), item(), float(), bool(), print)")
+        rec = capture.recorder()
+        if rec is not None:   # a value read while fastad.compile traces would be frozen
+            rec.host_read("reading a tensor (numpy(), item(), float(), bool(), print)")
         realize([self._node])
         buf = self._node.buffer
         if buf is None:  # a constant: one element broadcast (read-only, no memory per element)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from .. import profiling as profile
 from .. import capture
-from ..ops import LIBRARY, OPS, apply, const, defop, f
+from ..ops import LIBRARY, OPS, apply, defop, f
 from ..realize import realize
 from ..runtime import backend_for
 from ..runtime.reference import const_array
