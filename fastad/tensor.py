@@ -193,9 +193,17 @@ class Tensor:
         return self.to(f"cuda:{index}")
 
     def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
-        """Array API export: copy=True always copies, copy=False never (BufferError where it would
-        have to); dl_device=(1, 0) exports a CUDA tensor through a host copy."""
-        from .runtime import device_scope
+        """Array API export: copy=True always copies; copy=False never copies (BufferError where
+        only a copy could serve, e.g. another device); dl_device=(1, 0) exports a CUDA tensor
+        through a host copy.
+
+        A constant has no memory yet: its value is written into a new buffer on its device (that
+        computes the value, it copies nothing), so copy=False works for it too. fastad's host
+        buffers are read-only; a consumer older than DLPack 1.0 (no max_version) cannot be told so.
+        With copy=None such a consumer gets a copy (nothing can write into fastad's values); with
+        copy=False it gets the memory itself, writable to it, as the standard recommends over
+        raising: the caller asked not to copy and must not write to it."""
+        from .runtime import backend_for, device_scope
         realize([self._node])
         buf = self._node.buffer
         if dl_device is not None and tuple(int(v) for v in dl_device) != self.__dlpack_device__():
@@ -203,19 +211,21 @@ class Tensor:
                 raise BufferError(f"__dlpack__: cannot export a tensor on {self.device} to DLPack device "
                                   f"{tuple(dl_device)}{' without a copy' if copy is False else ''}")
             buf, stream = self.numpy(), None          # a fresh host copy
-        elif buf is None:                             # a constant: no memory to share yet
-            if copy is False:
-                raise BufferError("__dlpack__(copy=False): this tensor has no memory to share (a constant)")
+        elif buf is None:                             # a constant: its value in new memory
             buf = np.array(self.numpy())
+            if self.device.type != "cpu":
+                buf = backend_for(self.device).from_numpy(buf, self.device)
         elif copy:
             with device_scope(self.device):
                 buf = buf.copy()
         elif not getattr(buf.flags, "writeable", True) and (max_version is None or tuple(max_version) < (1, 0)):
-            # buffers are immutable: a consumer that can't be told "read-only" (DLPack < 1.0) gets a copy
-            if copy is False:
-                raise BufferError("__dlpack__(copy=False): sharing this read-only buffer needs DLPack 1.0 "
-                                  "(max_version >= (1, 0)), which can mark it read-only")
-            buf = np.array(buf)
+            if copy is None:
+                buf = np.array(buf)
+            else:   # the same memory through a writable alias that keeps `buf` alive (its base)
+                face = dict(buf.__array_interface__)
+                face["data"] = (face["data"][0], False)
+                import types
+                buf = np.asarray(types.SimpleNamespace(__array_interface__=face, keep=buf))
         kw = {} if stream is None else {"stream": stream}
         if max_version is not None:
             try:

@@ -233,9 +233,39 @@ def test_dlpack_copy_and_device_on_cpu():
     np.testing.assert_array_equal(copied, np.arange(4))
     with pytest.raises(BufferError):
         t.__dlpack__(dl_device=(2, 0))
-    with pytest.raises(BufferError):
-        fa.zeros(3).__dlpack__(copy=False)            # a constant has no memory to share
     np.testing.assert_array_equal(np.from_dlpack(fa.zeros(3)), np.zeros(3))
+
+
+class _OldConsumer:
+    """A DLPack consumer older than 1.0: it passes no max_version and takes the capsule as given."""
+
+    def __init__(self, capsule):
+        self.capsule = capsule
+
+    def __dlpack__(self, **kw):
+        return self.capsule
+
+    def __dlpack_device__(self):
+        return (1, 0)
+
+
+def test_dlpack_copy_false_never_copies_for_an_old_consumer():
+    """copy=False must never copy (array API): a read-only buffer is shared with a consumer that
+    cannot be told "read-only" (the standard prefers that over raising); copy=None copies for it."""
+    t = fa.tensor(np.arange(4, dtype=np.float32))
+    host = t.numpy()
+    shared = np.from_dlpack(_OldConsumer(t.__dlpack__(copy=False)))
+    assert np.shares_memory(shared, host)
+    copied = np.from_dlpack(_OldConsumer(t.__dlpack__()))
+    assert not np.shares_memory(copied, host)
+    del t, host
+    np.testing.assert_array_equal(shared, np.arange(4))   # the export keeps the buffer alive
+    for const, want in ((fa.zeros(3), np.zeros(3, np.float32)), (fa.asarray(np.zeros(0, bool)), np.zeros(0, bool)),
+                        (fa.full((2,), 7, dtype=fa.int8), np.full(2, 7, np.int8))):
+        got = np.from_dlpack(_OldConsumer(const.__dlpack__(copy=False)))   # a constant: its value
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.from_dlpack(const, copy=False), want)
 
 
 def test_dlpack_copy_and_device_on_cuda(gpu):
@@ -251,6 +281,9 @@ def test_dlpack_copy_and_device_on_cuda(gpu):
         t.__dlpack__(dl_device=(1, 0), copy=False)
     with pytest.raises(BufferError):
         t.__dlpack__(dl_device=(2, 0))
+    tag, arr = fa.zeros(3, device="cuda:1").__dlpack__(copy=False)   # a constant: its value, on its device
+    assert tag == "fake-dlpack" and arr.device_id == 1
+    np.testing.assert_array_equal(np.asarray(arr), np.zeros(3))
 
 
 # ---------------------------------------------------------------------------
