@@ -8,7 +8,6 @@ The error bounds below are the ones documented in docs/MATHLIB.md.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -21,22 +20,8 @@ import pytest
 from numba import njit
 
 ROOT = Path(__file__).resolve().parents[1]
-MATHLIB_PY = ROOT / "fastad" / "codegen" / "mathlib.py"
 
-
-def _load_mathlib():
-    # mathlib imports nothing from fastad, so load it from its path: the
-    # package __init__ is written separately and may be mid-change.
-    if "fastad.codegen.mathlib" in sys.modules:
-        return sys.modules["fastad.codegen.mathlib"]
-    spec = importlib.util.spec_from_file_location("fastad_mathlib_under_test", MATHLIB_PY)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ml = _load_mathlib()
+from fastad.codegen import mathlib as ml  # noqa: E402  (imports nothing else from fastad)
 
 UNARY = ["exp", "expm1", "log", "log1p", "sin", "cos", "tan", "tanh", "sigmoid"]
 # Max error in ulps vs numpy's float64 result rounded to the dtype.
@@ -338,15 +323,8 @@ def kernel64(x, out):
 '''
 
 DRIVER = '''
-import importlib.util, sys, numpy as np
+import sys, numpy as np
 sys.path.insert(0, {root!r})
-try:
-    import fastad.codegen.mathlib
-except Exception:   # package __init__ broken: register the file under its real name
-    spec = importlib.util.spec_from_file_location("fastad.codegen.mathlib", {mathlib!r})
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
 sys.path.insert(0, {tmp!r})
 import fastad_gen_mathlib_test as g
 x = np.linspace(-3, 3, 1000).astype(np.float32)
@@ -365,7 +343,7 @@ def test_disk_cache_of_a_caller(tmp_path):
     njit(parallel=True, cache=True) is served from numba's disk cache in a
     second process, with identical results."""
     (tmp_path / "fastad_gen_mathlib_test.py").write_text(GEN_MODULE)
-    code = DRIVER.format(root=str(ROOT), mathlib=str(MATHLIB_PY), tmp=str(tmp_path))
+    code = DRIVER.format(root=str(ROOT), tmp=str(tmp_path))
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba_cache"))
     outs = []
     for _ in range(2):

@@ -204,12 +204,15 @@ from fastad.codegen.mathlib import *
 
 @functools.lru_cache(maxsize=None)
 def mathlib_hash() -> str:
-    """sha256 prefix of mathlib's source, read from the file: rendering must not import Numba.
-    Equal to `mathlib.SOURCE_HASH` (which mathlib computes itself: it imports nothing from fastad)."""
+    """sha256 prefix of the mathlib package's sources, read from the files: rendering must not
+    import Numba. Equal to `mathlib.SOURCE_HASH` (the same rule, in `mathlib.source_hash`)."""
+    h = hashlib.sha256()
     try:
-        return hashlib.sha256((Path(__file__).parent / "mathlib.py").read_bytes()).hexdigest()[:16]
+        for p in sorted((Path(__file__).parent / "mathlib").glob("*.py")):
+            h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
     except OSError:
         return "unknown"
+    return h.hexdigest()[:16]
 
 
 def _scalar_params(kernel: Kernel, k: int) -> list:
@@ -319,18 +322,35 @@ def _body(kernel: Kernel) -> str:
     # work, LLVM takes minutes over some mathlib bodies (pow) left loop-invariant inside a loop
     invariant = _invariant_statements(kernel)
     hoisted = [f"v{i} = {_stmt_source(kernel, i, index_of)}" for i in sorted(invariant)]
-    stmts = [f"v{i} = {_stmt_source(kernel, i, index_of)}" for i in range(len(kernel.body))
-             if i not in invariant]
-    stmts += [f"out{k}[{flat_index(list(range(nd)))}] = {_stored(f'v{o.value}', o.dtype)}"
-              for k, o in enumerate(kernel.outputs) if not o.reduce]
+    shared = shared_calls(kernel, invariant)
+    # trig arguments that are cheap to compute twice: a block whose arguments all lie within the
+    # short reduction's range runs a loop with the short versions (see _short_trig)
+    short = _short_trig(kernel, invariant) if nd == 1 and (n_outer == 0 or not reductions) else {}
     # float32 sums of a 1-D kernel accumulate in float32 vector lanes over blocks of _BLOCK elements,
     # each block added to a float64 total: no conversion per element, numpy-like (blocked) accuracy
     blocked = [k for k in reductions if nd == 1 and n_outer == 0 and kernel.outputs[k].reduce == "sum"
                and kernel.outputs[k].dtype is dt.float32]
-    stmts += [_update(kernel.outputs[k].reduce, f"blk{k}" if k in blocked else f"acc{k}",
-                      f"v{kernel.outputs[k].value}") for k in reductions]
-    # the max/min update above drops nans; count them so the result can still be nan, as in numpy
-    stmts += [f"nan{k} += v{kernel.outputs[k].value} != v{kernel.outputs[k].value}" for k in extrema]
+
+    def loop_body(fast: bool) -> list:
+        out = []
+        for i in range(len(kernel.body)):
+            if i in invariant or (i in shared and i != min(shared[i][1])):
+                continue  # hoisted, or computed by the first statement of its shared group
+            if i in shared or i in short:
+                name, group = shared.get(i, (kernel.body[i].op, (i,)))
+                src = kernel.body[i].srcs[0]
+                call = f"{name}{'_short' if fast and i in short else ''}_f{_SFX[kernel.body[i].dtype.name]}"
+                out.append(f"{', '.join(f'v{j}' for j in group)} = {call}(v{src})")
+            else:
+                out.append(f"v{i} = {_stmt_source(kernel, i, index_of)}")
+        out += [f"out{k}[{flat_index(list(range(nd)))}] = {_stored(f'v{o.value}', o.dtype)}"
+                for k, o in enumerate(kernel.outputs) if not o.reduce]
+        out += [_update(kernel.outputs[k].reduce, f"blk{k}" if k in blocked else f"acc{k}",
+                        f"v{kernel.outputs[k].value}") for k in reductions]
+        # the max/min update above drops nans; count them so the result can still be nan, as in numpy
+        return out + [f"nan{k} += v{kernel.outputs[k].value} != v{kernel.outputs[k].value}" for k in extrema]
+
+    stmts = loop_body(False)
 
     def inits(indent):
         out = [indent + f"acc{k} = {_identity(kernel.outputs[k].reduce, kernel.outputs[k].dtype)}"
@@ -352,11 +372,24 @@ def _body(kernel: Kernel) -> str:
     ind = "    "
     if n_outer == 0:
         lines += inits(ind)
-    if blocked:
+    if blocked or short:
         lines += [ind + f"for b0 in range(lo, hi, {_BLOCK}):", ind + f"    b1 = min(b0 + {_BLOCK}, hi)"]
         lines += [ind + f"    blk{k} = np.float32(0)" for k in blocked]
-        lines += [ind + "    for j in range(b1 - b0):", ind + "        i0 = b0 + j"]
-        lines += [ind + "        " + s for s in stmts]
+        loop = [ind + "    for j in range(b1 - b0):", ind + "        i0 = b0 + j"]
+        if short:
+            # one pass over the block computes the trig arguments (cheap by construction) and
+            # whether any lies beyond the short range (inf too; nan is handled by both versions)
+            need = sorted(_slice(kernel, set(short.values()), invariant))
+            lines += [ind + "    far = False"] + loop
+            lines += [ind + f"        v{i} = {_stmt_source(kernel, i, index_of)}" for i in need]
+            lines += [ind + f"        far |= abs(v{a}) > TRIG_SHORT{_SFX[kernel.body[a].dtype.name]}"
+                      for a in sorted(set(short.values()))]
+            lines += [ind + "    if far:"] + ["    " + ln for ln in loop]
+            lines += [ind + "            " + s for s in stmts]
+            lines += [ind + "    else:"] + ["    " + ln for ln in loop]
+            lines += [ind + "            " + s for s in loop_body(True)]
+        else:
+            lines += loop + [ind + "        " + s for s in stmts]
         lines += [ind + f"    acc{k} += np.float64(blk{k})" for k in blocked]
         lines += [f"    part{j}[0] = {_stored(result(k), kernel.outputs[k].dtype)}" for j, k in enumerate(full)]
         return "\n".join(lines)
@@ -381,6 +414,66 @@ def _body(kernel: Kernel) -> str:
 
 
 _BLOCK = 256   # elements per float32 block sum: at most 256 / lanes sequential float32 adds per lane
+
+# functions of one argument that one mathlib helper computes together (one range reduction and
+# polynomial pair), as {op: (helper, position in the helper's tuple)}
+_SHARED = {"sin": ("sincos", 0), "cos": ("sincos", 1)}
+_TRIG = ("sin", "cos", "tan")
+_EXPENSIVE = set(_MATHLIB) | set(_NP_FUNCS) | {"pow", "floordiv", "mod", "erf"}
+_SFX = {"float32": "32", "float64": "64"}
+
+
+def _float_arg(kernel: Kernel, i: int) -> bool:
+    st = kernel.body[i]
+    return len(st.srcs) == 1 and st.dtype.name in _SFX and kernel.body[st.srcs[0]].dtype is st.dtype
+
+
+def shared_calls(kernel: Kernel, invariant=frozenset()) -> dict:
+    """{statement: (helper, its group in the helper's tuple order)} for loop statements that one
+    mathlib helper computes together, e.g. sin and cos of the same value (sincos). This is
+    common-subexpression sharing on the kernel body, whatever graph produced it."""
+    by_key = {}
+    for i, st in enumerate(kernel.body):
+        if st.op in _SHARED and i not in invariant and _float_arg(kernel, i):
+            helper, pos = _SHARED[st.op]
+            by_key.setdefault((helper, st.srcs[0]), {}).setdefault(pos, []).append(i)
+    out = {}
+    for (helper, _), members in by_key.items():
+        width = 1 + max(p for h, p in _SHARED.values() if h == helper)
+        if len(members) == width and all(len(v) == 1 for v in members.values()):
+            group = tuple(members[p][0] for p in range(width))
+            out.update({j: (helper, group) for j in group})
+    return out
+
+
+def _slice(kernel: Kernel, values: set, invariant: set) -> set:
+    """The loop statements that `values` depend on (themselves included)."""
+    need, todo = set(), list(values)
+    while todo:
+        i = todo.pop()
+        if i in need or i in invariant:
+            continue
+        need.add(i)
+        todo += kernel.body[i].srcs
+    return need
+
+
+def _expensive(kernel: Kernel, i: int) -> bool:
+    op = kernel.body[i].op
+    m = op not in ("load", "scalar") and _INTRINSIC.match(OPS[op].expr)
+    return bool(m) and m.group(1) in _EXPENSIVE
+
+
+def _short_trig(kernel: Kernel, invariant: set) -> dict:
+    """{trig statement: its argument} for the loop's sin/cos/tan calls whose argument slice has no
+    expensive call, so computing it twice per block (range check, then the loop) costs little."""
+    out = {}
+    for i, st in enumerate(kernel.body):
+        if st.op in _TRIG and i not in invariant and _float_arg(kernel, i):
+            a = st.srcs[0]
+            if not any(_expensive(kernel, j) for j in _slice(kernel, {a}, invariant)):
+                out[i] = a
+    return out
 
 
 def accumulator_dtype(kernel: Kernel, k: int) -> np.dtype:
