@@ -259,8 +259,15 @@ class _Program:
             kind = st[0]
             if kind == "kernel":
                 _, kernel, shape, ins, scalars, outs, device = st
-                self.steps.append((0, backend_for(device).run_kernel, kernel, shape,
-                                   [(_reader(s), off, strides) for s, off, strides in ins], scalars, outs, device))
+                backend = backend_for(device)
+                # the backend's launch with the static arguments bound, made once the kernel is compiled
+                launcher = getattr(backend, "replay_launcher", None)
+                make = None if launcher is None else functools.partial(
+                    launcher, kernel, shape, [(off, strides) for _, off, strides in ins], scalars,
+                    [nshape for _, nshape in outs])
+                self.steps.append((0, backend.run_kernel, kernel, shape,
+                                   [(_reader(s), off, strides) for s, off, strides in ins], scalars, outs, device,
+                                   [None, make], [nid for nid, _ in outs]))
             elif kind in ("library", "reference"):
                 _, op, arg, recipes, nid, shape, device = st
                 run = backend_for(device).run_library if kind == "library" else _run_reference
@@ -299,7 +306,15 @@ class _Program:
             for st in self.steps:
                 kind = st[0]
                 if kind == 0:
-                    _, run_kernel, kernel, shape, ins, scalars, outs, device = st
+                    _, run_kernel, kernel, shape, ins, scalars, outs, device, fast, out_ids = st
+                    launch = fast[0]
+                    if launch is None and fast[1] is not None:
+                        launch = fast[0] = fast[1]()
+                    if launch is not None:
+                        results = launch([read(env, leaves) for read, _, _ in ins])
+                        if results is not None:
+                            env.update(zip(out_ids, results))
+                            continue
                     results = run_kernel(kernel, shape, [(read(env, leaves).reshape(-1), off, strides)
                                                          for read, off, strides in ins], scalars, device=device)
                     for (nid, nshape), buf in zip(outs, results):

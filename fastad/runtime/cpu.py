@@ -30,6 +30,7 @@ count) sets the pool size.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import threading
@@ -44,8 +45,9 @@ from ..codegen.numba import merge_partials
 from .._util import contiguous
 from ..config import settings
 from ..device import CPU
-from .buffers import pool as buffer_pool
+from .buffers import MIN_BYTES as POOL_MIN_BYTES, pool as buffer_pool
 from .cpu_compile import Native, build, build_in_background, load_native
+from . import trampoline
 from .interpret import interpret
 
 __all__ = ["CpuBackend", "CHUNKS", "KernelCompileWarning", "wait_for_compiles"]
@@ -117,6 +119,94 @@ class CpuBackend:
             for j, k in enumerate(entry.full):
                 outputs[k][0] = merge_partials(kernel, k, list(parts[j]))
         return outputs
+
+    def replay_launcher(self, kernel, shape, inputs, scalars, out_shapes):
+        """A launch of one recorded step (`fastad.compile` replays) with everything but the buffers
+        bound once: `launch(buffers)` returns the outputs shaped as `out_shapes`, or None if the
+        kernel raised (the caller then runs `run_kernel`, which reruns it on the numpy tier).
+        None while the kernel is not compiled yet. `inputs` are (offset, strides) per input;
+        buffers must be C-contiguous, as every node's buffer is. A kernel that runs in one slice is
+        called through a trampoline (`fastad.runtime.trampoline`): one packed argument array."""
+        from ..codegen.numba import c_arguments
+        entry = self._compiled.get(kernel.key)
+        if entry is None:
+            return None
+        elements = math.prod(shape)
+        if elements == 0:
+            return None
+        rows = shape[0]
+        n_kept = math.prod(shape[: kernel.ndim - kernel.reduce_ndim])
+        outs = []
+        for o, oshape in zip(kernel.outputs, out_shapes):
+            count = n_kept if o.reduce else elements
+            if math.prod(oshape) != count:
+                return None
+            outs.append((tuple(oshape), o.dtype.np, count * o.dtype.np.itemsize >= POOL_MIN_BYTES, count))
+        args = [int(s) for s in shape]
+        in_at = []
+        for (offset, strides), inp in zip(inputs, kernel.inputs):
+            in_at.append(len(args))
+            args += [0, int(offset)] + [int(s) for s, c in zip(strides, inp.pattern) if c == "n"]
+        out_at = list(range(len(args), len(args) + len(outs)))
+        args += [0] * len(outs)
+        for v, d in zip(scalars, kernel.scalars):
+            if d.kind == "c":
+                v = complex(v)
+                args += [v.real, v.imag]
+            else:
+                args.append(int(v) if d.kind in "biu" else float(v))
+        part_at = list(range(len(args), len(args) + len(entry.full)))
+        kinds = ["ptr", "ptr", "int64", "int64"] + c_arguments(kernel)
+        for i in in_at + out_at + part_at:
+            kinds[4 + i] = "obj"
+        call = None
+        if elements < settings.parallel_min_elements or rows < 2:
+            call = trampoline.caller(tuple(kinds))
+        full, acc, name, address, pooled = entry.full, entry.acc, kernel.name, entry.address, buffer_pool.empty
+
+        def outputs():
+            return [pooled(count, dt).reshape(oshape) if pool else np.empty(oshape, dt)
+                    for oshape, dt, pool, count in outs]
+
+        if call is not None:
+            packed = np.array([entry.slots, entry.slots + 16, 0, rows]
+                              + [trampoline.pack_scalar(v, k) for v, k in zip(args, kinds[4:])]
+                              + [0] * len(part_at), np.int64)
+            in_at, out_at, part_at = ([4 + i for i in at] for at in (in_at, out_at, part_at))
+
+            def launch(buffers):
+                a = packed.copy()
+                for i, b in zip(in_at, buffers):
+                    a[i] = id(b)
+                results = outputs()
+                for i, r in zip(out_at, results):
+                    a[i] = id(r)
+                parts = [np.empty(1, d) for d in acc]
+                for i, p in zip(part_at, parts):
+                    a[i] = id(p)
+                profile.record_launch(name, CPU, elements, tier="numba")
+                if call(address, data_address(a)) not in (0, -2):
+                    return None
+                for p, k in zip(parts, full):
+                    results[k].reshape(-1)[0] = p[0]
+                return results
+            return launch
+
+        def launch(buffers):
+            a = list(args)
+            for i, b in zip(in_at, buffers):
+                a[i] = data_address(b)
+            results = outputs()
+            for i, r in zip(out_at, results):
+                a[i] = data_address(r)
+            profile.record_launch(name, CPU, elements, tier="numba")
+            parts = self._launch(entry, rows, elements, a)
+            if parts is None:
+                return None
+            for j, k in enumerate(full):
+                results[k].reshape(-1)[0] = merge_partials(kernel, k, list(parts[j]))
+            return results
+        return launch
 
     def _launch(self, entry: Native, rows: int, elements: int, args) -> list:
         """Run the entry point over the rows in slices; returns one array of slice partials per
@@ -260,6 +350,15 @@ class CpuBackend:
     def run_library(self, op: str, arg, inputs, device=None):
         from ..ops import OPS
         return contiguous(np.asarray(OPS[op].ref(*inputs, arg)))
+
+
+def data_address(array) -> int:
+    """A numpy array's data address, read from the array struct (see `fastad.runtime.trampoline`):
+    a fraction of `.ctypes.data`'s cost."""
+    return _from_address(id(array) + trampoline.DATA_OFFSET).value if trampoline.usable() else array.ctypes.data
+
+
+_from_address = ctypes.c_void_p.from_address
 
 
 def wait_for_compiles(timeout: float | None = None) -> bool:

@@ -36,13 +36,14 @@ __all__ = ["Native", "build", "build_in_background", "compile_source", "child_ma
 class Native:
     """A compiled kernel: its ctypes entry point, full reductions and their partial dtypes."""
 
-    __slots__ = ("fn", "full", "acc", "keep", "slots", "_scratch")
+    __slots__ = ("fn", "address", "full", "acc", "keep", "slots", "_scratch")
 
     def __init__(self, kernel, address: int, keep):
         import ctypes as c
         from ..codegen.numba import accumulator_dtype, c_arguments, full_reductions
         ctype = {"ptr": c.c_void_p, "bool": c.c_bool, "float32": c.c_float, "float64": c.c_double}
         args = [ctype.get(a) or getattr(c, f"c_{a}") for a in c_arguments(kernel)]
+        self.address = address
         self.fn = c.CFUNCTYPE(c.c_int32, c.c_void_p, c.c_void_p, c.c_int64, c.c_int64, *args)(address)
         self.full = full_reductions(kernel)
         self.acc = [accumulator_dtype(kernel, k) for k in self.full]

@@ -1,0 +1,98 @@
+"""runtime.trampoline: call a compiled kernel with one packed argument array instead of many ctypes arguments.
+
+Role: ctypes converts each argument of a call separately (about 0.25 us each
+here), and reading a numpy array's data address through `.ctypes.data` costs
+microseconds more. For small kernels replayed by `fastad.compile` that is most
+of a launch. A trampoline is a tiny native function, generated once per
+argument-type signature with llvmlite, that takes the kernel's address and a
+pointer to an int64 array holding every argument:
+
+* "obj": the `id()` of a numpy array; the trampoline loads the array's data
+  address from the array struct (the field after the object header, which
+  numpy's C API reads the same way; checked once per process, see `usable`);
+* "ptr", "int64", "int8".."int32", "float32", "float64": the value itself,
+  floats as their bit pattern.
+
+Start at `caller`. `fastad.runtime.cpu.CpuBackend.replay_launcher` is the user.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import threading
+
+import numpy as np
+
+__all__ = ["caller", "pack_scalar", "usable", "DATA_OFFSET"]
+
+DATA_OFFSET = object.__basicsize__   # the data pointer follows the object header in numpy's array struct
+_LOCK = threading.Lock()
+_LLVM = {"ptr": "ptr", "obj": "ptr", "int64": "i64", "uint64": "i64", "int32": "i32", "uint32": "i32",
+         "int16": "i16", "uint16": "i16", "int8": "i8", "uint8": "i8", "bool": "i8",
+         "float32": "float", "float64": "double"}
+
+
+@functools.lru_cache(maxsize=None)
+def usable() -> bool:
+    """Whether array data addresses sit where the trampolines read them (checked on live arrays)."""
+    from_address = ctypes.c_void_p.from_address
+    probes = [np.arange(4.0), np.arange(6, dtype=np.int8)[2:], np.empty((3, 2), np.float32)]
+    return all(from_address(id(p) + DATA_OFFSET).value == p.ctypes.data for p in probes)
+
+
+def _source(kinds: tuple) -> str:
+    lines = ["define i32 @trampoline(i64 %fn, ptr %packed) {", "entry:"]
+    args = []
+    for i, kind in enumerate(kinds):
+        ty = _LLVM[kind]
+        lines += [f"  %s{i} = getelementptr i64, ptr %packed, i64 {i}", f"  %v{i} = load i64, ptr %s{i}"]
+        if kind == "obj":
+            lines += [f"  %o{i} = inttoptr i64 %v{i} to ptr",
+                      f"  %d{i} = getelementptr i8, ptr %o{i}, i64 {DATA_OFFSET}",
+                      f"  %a{i} = load ptr, ptr %d{i}"]
+        elif kind == "ptr":
+            lines.append(f"  %a{i} = inttoptr i64 %v{i} to ptr")
+        elif ty == "i64":
+            lines.append(f"  %a{i} = add i64 %v{i}, 0")
+        elif ty == "double":
+            lines.append(f"  %a{i} = bitcast i64 %v{i} to double")
+        elif ty == "float":
+            lines += [f"  %t{i} = trunc i64 %v{i} to i32", f"  %a{i} = bitcast i32 %t{i} to float"]
+        else:
+            lines.append(f"  %a{i} = trunc i64 %v{i} to {ty}")
+        args.append(f"{ty} %a{i}")
+    lines += ["  %f = inttoptr i64 %fn to ptr", f"  %r = call i32 %f({', '.join(args)})", "  ret i32 %r", "}"]
+    return "\n".join(lines) + "\n"
+
+
+_CALLERS: dict = {}
+
+
+def caller(kinds: tuple):
+    """`call(kernel_address, packed_address) -> int32` for kernels taking arguments of `kinds`, or
+    None where trampolines cannot be used. Generated and JIT-compiled once per `kinds`."""
+    if not usable():
+        return None
+    with _LOCK:
+        found = _CALLERS.get(kinds)
+        if found is None:
+            from .native import _llvm, _target
+            ll = _llvm()
+            module = ll.parse_assembly(_source(kinds))
+            module.verify()
+            engine = ll.create_mcjit_compiler(module, _target().create_target_machine(jit=True))
+            engine.finalize_object()
+            address = engine.get_function_address("trampoline")
+            call = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p)(address)
+            found = _CALLERS[kinds] = (call, engine)   # the engine owns the code
+        return found[0]
+
+
+def pack_scalar(value, kind: str) -> int:
+    """`value` as the int64 slot a trampoline reads for an argument of `kind`."""
+    if kind in ("obj", "ptr", "int64"):
+        return int(value)
+    if kind in ("float32", "float64"):
+        bits = np.array(value, kind).view(np.int32 if kind == "float32" else np.int64)
+        return int(bits)
+    return int(np.array(value).astype(np.uint8 if kind == "bool" else kind).astype(np.int64))

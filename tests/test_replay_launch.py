@@ -1,0 +1,137 @@
+"""Replays of compiled kernels through bound launchers and packed-argument trampolines equal eager runs.
+
+`fastad.compile` replays a compiled CPU kernel through `CpuBackend.replay_launcher`, which binds
+every static argument once and, for kernels that run in one slice, calls them through a trampoline
+(`fastad.runtime.trampoline`). These tests compile real kernels (jit mode) and compare every
+replay with the eager result, for each kind of argument the trampolines pack.
+"""
+import ctypes
+
+import numpy as np
+import pytest
+
+import fastad as fa
+from fastad.config import settings
+from fastad.runtime import trampoline
+from fastad.runtime.cpu import data_address
+
+
+@pytest.fixture
+def jit(monkeypatch):
+    monkeypatch.setattr(settings, "cpu_mode", "jit")
+    yield
+
+
+def _launchers(compiled):
+    """The bound launch of every kernel step of the compiled function's programs."""
+    return [st[8][0] for prog in compiled.programs.values() for st in prog.steps if st[0] == 0]
+
+
+def _check_replays(fn, *args, calls=3):
+    expected = fn(*args)
+    compiled = fa.compile(fn)
+    for _ in range(calls):
+        got = compiled(*args)
+        for e, g in zip(expected if isinstance(expected, tuple) else (expected,),
+                        got if isinstance(got, tuple) else (got,)):
+            np.testing.assert_array_equal(g.numpy(), e.numpy())
+            assert g.dtype == e.dtype and g.shape == e.shape
+    launchers = _launchers(compiled)
+    assert launchers and all(launch is not None for launch in launchers)
+    return compiled
+
+
+def test_the_data_address_reader_agrees_with_ctypes():
+    assert trampoline.usable()
+    for a in [np.arange(5.0), np.zeros((3, 4), np.float32)[1:], np.arange(10, dtype=np.int16)[3:7], np.empty(0)]:
+        assert data_address(a) == a.ctypes.data
+
+
+@pytest.mark.parametrize("kind,value", [("int64", -7), ("int32", -3), ("uint8", 1), ("int8", -2),
+                                        ("float64", -0.1), ("float32", 3.5), ("uint64", 2**64 - 1)])
+def test_scalars_pack_to_their_bit_patterns(kind, value):
+    slot = trampoline.pack_scalar(value, kind)
+    raw = np.array([slot], np.int64).view(np.uint8)
+    width = np.dtype(kind).itemsize
+    assert raw[:width].view(kind)[0] == np.array(value).astype(kind)
+
+
+def test_a_value_and_gradient_with_a_full_reduction(jit):
+    x = fa.asarray(np.linspace(-2, 2, 1000, dtype=np.float32), requires_grad=True)
+
+    def vg(x):
+        y = fa.sum(fa.sin(x) * fa.exp(-x * x) + fa.tanh(3 * x) * x)
+        y.backward()
+        g = x.grad
+        x.grad = None
+        return y, g
+    _check_replays(vg, x)
+
+
+def test_a_zero_dimensional_step(jit):
+    def grad_of_square(x):
+        y = x ** 2
+        y.backward()
+        return x.grad
+    compiled = fa.compile(grad_of_square)
+    for v in (5.0, -1.5, 0.25):
+        x = fa.tensor(v, requires_grad=True)
+        assert float(compiled(x)) == 2 * v
+    assert all(launch is not None for launch in _launchers(compiled))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "int32", "int64", "uint8", "complex64"])
+def test_scalar_arguments_of_every_kind(jit, dtype):
+    a = fa.asarray((np.arange(24) % 7).astype(dtype).reshape(4, 6))
+    scale = {"complex64": 1.5 - 2j, "uint8": 3}.get(dtype, 3)
+
+    def f(a):
+        return a * scale + 2, fa.sum(a, axis=1)
+    _check_replays(f, a)
+
+
+def test_bool_scalars_and_masks(jit):
+    a = fa.asarray(np.linspace(-1, 1, 50))
+
+    def f(a):
+        return fa.where(a > 0, a, fa.zeros_like(a)) + (a < 0.5) * 1.0
+    _check_replays(f, a)
+
+
+def test_broadcast_and_offset_inputs(jit):
+    a = fa.asarray(np.arange(60, dtype=np.float32).reshape(5, 12))
+    b = fa.asarray(np.arange(12, dtype=np.float32))
+
+    def f(a, b):
+        return a[1:, 2:] * b[2:] - b[:10]
+    _check_replays(f, a, b)
+
+
+def test_sliced_runs_on_the_pool_match(jit, monkeypatch):
+    monkeypatch.setattr(settings, "parallel_min_elements", 64)
+    x = fa.asarray(np.linspace(-3, 3, 4000), requires_grad=True)
+
+    def vg(x):
+        y = fa.sum(fa.tanh(x) * x)
+        y.backward()
+        g = x.grad
+        x.grad = None
+        return y, g
+    _check_replays(vg, x)
+
+
+def test_a_raising_kernel_raises_numpys_error_on_replay(jit):
+    a = fa.asarray(np.arange(1, 6, dtype=np.int64))
+    e = fa.asarray(np.array([1, 2, 3, 4, 5], np.int64))
+    f = fa.compile(lambda a, e: a ** e)
+    np.testing.assert_array_equal(f(a, e).numpy(), np.arange(1, 6) ** np.arange(1, 6))
+    np.testing.assert_array_equal(f(a, e).numpy(), np.arange(1, 6) ** np.arange(1, 6))
+    bad = fa.asarray(np.array([1, -2, 3, 4, 5], np.int64))
+    with pytest.raises(ValueError, match="negative"):
+        f(a, bad)
+
+
+def test_trampolines_are_shared_between_kernels_of_one_signature():
+    kinds = ("ptr", "ptr", "int64", "int64", "int64", "obj", "int64", "obj")
+    assert trampoline.caller(kinds) is trampoline.caller(kinds)
+    assert ctypes.cast(trampoline.caller(kinds), ctypes.c_void_p).value
