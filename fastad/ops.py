@@ -515,9 +515,21 @@ def _invert(perm):
 
 defop("reshape", MOVEMENT, 1, ref=lambda x, shape: x.reshape(shape), shape=_reshape_shape,
       vjp=lambda c, g: (f.reshape(g, arg=c.x.shape),))
+
+
+def _permute_vjp(c, g):
+    inv = _invert(c.arg)
+    n = len(inv)
+    if isinstance(g, Node) and g.op == "matmul" and n >= 2 and inv == tuple(range(n - 2)) + (n - 1, n - 2):
+        # (A @ B) transposed, as the weight gradient of x @ W.T arrives: B.T @ A.T is the same value
+        # made in the transposed layout, which saves a transposing copy of the result
+        a, b = g.srcs
+        return (f.matmul(_mT(b), _mT(a)),)
+    return (f.permute(g, arg=inv),)
+
+
 defop("permute", MOVEMENT, 1, ref=lambda x, perm: x.transpose(perm),
-      shape=lambda srcs, perm: tuple(srcs[0].shape[p] for p in perm),
-      vjp=lambda c, g: (f.permute(g, arg=_invert(c.arg)),))
+      shape=lambda srcs, perm: tuple(srcs[0].shape[p] for p in perm), vjp=_permute_vjp)
 defop("expand", MOVEMENT, 1, ref=lambda x, shape: np.broadcast_to(x, shape), shape=_expand_shape,
       vjp=lambda c, g: (f.reduce_to(g, c.x.shape),))
 # slice: arg is one normalised (start, stop, step) per dimension

@@ -481,3 +481,21 @@ def test_repeated_in_place_updates_before_a_read():
     v.assign_add([1.0, 1.0])
     v.assign_add([1.0, 1.0])
     np.testing.assert_allclose(v.numpy(), [3.0, 4.0])
+
+
+def test_weight_gradient_of_a_transposed_matmul_is_made_in_the_weights_layout():
+    # (x.T @ g) transposed would be a transposing copy; the permute rule makes g.T @ x instead
+    rng = np.random.default_rng(3)
+    x = fa.asarray(rng.standard_normal((5, 4)))
+    w = fa.asarray(rng.standard_normal((3, 4)), requires_grad=True)
+    g = fa.asarray(rng.standard_normal((5, 3)))
+
+    def grad_w(x, g):
+        fa.sum((x @ w.T) * g).backward()
+        out = w.grad
+        w.grad = None
+        return out
+    step = fa.compile(grad_w)
+    np.testing.assert_allclose(step(x, g).numpy(), g.numpy().T @ x.numpy(), rtol=1e-12)
+    [program] = step.programs.values()
+    assert not [st for st in program.steps if st[0] == 2 and "permute" in str(st[3])]
