@@ -3,7 +3,8 @@
 `EMULATION` is a small shim that lets g++ compile the generated CUDA C as host
 C++ (one thread per block, FA_WARP=1, sequential atomics); `build` compiles
 sources into a shared library and `Emulator` launches its entries through
-`fastad.codegen.cuda.execute`, the launch protocol the GPU runtime uses.
+`fastad.codegen.cuda.execute`, the launch protocol the GPU runtime uses
+(complex scalars travel by value as ctypes structs {re, im}, as complex.cu's types).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ EMULATION = r"""
 #define __forceinline__ inline
 #define __shared__ static
 #define __launch_bounds__(n)
+#define __align__(n) alignas(n)
 struct fa_dim3 { unsigned int x, y, z; };
 static fa_dim3 threadIdx = {0, 0, 0}, blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
 extern "C" void fa_emu_set(unsigned int bx, unsigned int by, unsigned int gx, unsigned int gy) {
@@ -53,6 +55,24 @@ _CTYPES = {
 }
 
 
+class _Complex64(ctypes.Structure):      # complex.cu's fa_c64 by value: {float re, im}
+    _fields_ = [("re", ctypes.c_float), ("im", ctypes.c_float)]
+
+
+class _Complex128(ctypes.Structure):     # fa_c128: {double re, im}
+    _fields_ = [("re", ctypes.c_double), ("im", ctypes.c_double)]
+
+
+_COMPLEX = {"complex64": _Complex64, "complex128": _Complex128}
+
+
+def _scalar_arg(a):
+    """A numpy scalar as the C value the kernel takes (complex: the {re, im} struct)."""
+    if a.dtype.kind == "c":
+        return _COMPLEX[a.dtype.name](a.real, a.imag)
+    return _CTYPES[a.dtype.name](a.item())
+
+
 class Emulator:
     """Runs rendered kernels compiled as host C++: `functions(bits)` for `cg.execute`."""
 
@@ -73,7 +93,7 @@ class Emulator:
                     assert block == (1, 1, 1), block
                     emu.launches.append((name, grid))
                     cargs = [ctypes.c_void_p(a.ctypes.data) if isinstance(a, np.ndarray)
-                             else _CTYPES[a.dtype.name](a.item()) for a in args]
+                             else _scalar_arg(a) for a in args]
                     for by in range(grid[1]):
                         for bx in range(grid[0]):
                             lib.fa_emu_set(bx, by, grid[0], grid[1])

@@ -1,29 +1,32 @@
-"""codegen.cuda: render a `kernel_ir.Kernel` as CUDA C (for CuPy's RawModule) and plan its launches.
+"""codegen.cuda: render a `kernel_ir.Kernel` as CUDA C (for CuPy's RawModule).
 
 Start at `render`, which returns a `CudaSource`: the source text, its
-`extern "C"` entry names and the kernel it came from. `CudaSource.plan` turns a
-runtime shape into a `LaunchPlan` (grid, block, reduction strategy, index
-width) and `execute` runs a plan through any array module and launcher: the
-CUDA runtime (`fastad.runtime.cuda`) passes CuPy and the functions of the
-NVRTC-compiled module; the tests pass numpy and the same source compiled as
-host C++. Compiling (the NVRTC flags, nvcc checks) is in
-`fastad.codegen.cuda_compile`, re-exported here. Nothing here imports CuPy.
+`extern "C"` entry names and the kernel it came from. The launch side lives in
+`fastad.codegen.cuda_launch` (`CudaSource.plan` turns a runtime shape into a
+`LaunchPlan`; `execute` runs a plan through any array module and launcher), the
+C types of the dtypes and the template files in `fastad.codegen.cuda_types`,
+compiling (NVRTC flags, nvcc checks) in `fastad.codegen.cuda_compile`; all are
+re-exported here. Nothing here imports CuPy.
 
 Generated source
 ----------------
-`fastad/kernels/elementwise.cu` (types, `fa_<intrinsic>` helpers per dtype, casts)
-and, for reductions, `fastad/kernels/reduce.cu` (combine operators, warp/block
-reduce, atomics) are pasted above the kernel. Each statement of the IR body
-becomes one line, `const <ctype> v<i> = <expr>;`, where `<expr>` is the op
-table's `expr` template with `{k}` replaced by the source variables and each
-intrinsic `name(` by `fa_name(` (C++ overloading picks the dtype). The source
-never contains a size, offset, stride or scalar value: all are arguments.
+`fastad/kernels/elementwise.cu` (types, `fa_<intrinsic>` helpers per dtype, casts),
+`fastad/kernels/complex.cu` when a complex dtype occurs (the `fa_c64`/`fa_c128`
+structs, their operators and functions) and, for reductions,
+`fastad/kernels/reduce.cu` (combine operators, warp/block reduce, atomics) are
+pasted above the kernel. Each statement of the IR body becomes one line,
+`const <ctype> v<i> = <expr>;`, where `<expr>` is the op table's `expr`
+template with `{k}` replaced by the source variables and each intrinsic
+`name(` by `fa_name(` (C++ overloading picks the dtype). An op on complex
+operands must be one complex.cu implements (`cuda_types.COMPLEX_OPS`), else
+rendering raises NotImplementedError naming the op and dtype. The source never
+contains a size, offset, stride or scalar value: all are arguments.
 
 Arguments (the kernel_ir order, then the renderer's own):
   long long n_0 .. n_{ndim-1}                      iteration shape
   per input k: const T* in_k, long long off_k, long long st_k_d for each "n" dim d
   per output k: T* out_k
-  per scalar k: T s_k                               passed by value
+  per scalar k: T s_k                               passed by value (complex: the {re, im} struct)
   reductions only: per reduced output k: ACC* part_k (scratch), int fa_group, int fa_finish
 A reduction kernel has a second entry `<name>_finish(long long rows, long long
 chunks, then per reduced output: const ACC* part_k, T* out_k)`.
@@ -42,46 +45,28 @@ blocks (gridDim.x). `fa_finish` says how a group's result lands: 0 written
 directly (one chunk), 1 atomically combined into an output pre-filled with
 the identity (several chunks, deterministic flag off, dtype with atomics),
 2 written to `part_k[row*chunks+chunk]` and combined in fixed order by the
-`_finish` entry (the deterministic two-pass path). docs/CUDA.md has details.
+`_finish` entry (the deterministic two-pass path, and always for complex).
+docs/CUDA.md has details.
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
-import importlib.resources
-import os
-import pathlib
 import re
-from dataclasses import dataclass
-from typing import Callable, Sequence
-
-import numpy as np
 
 from ..kernel_ir import Kernel
 from ..ops import OPS
 from .cuda_compile import (compile_with_nvcc, compile_with_nvrtc, defines, nvcc_path, nvrtc_arch,  # noqa: F401
                            nvrtc_options, nvrtc_supported_archs, nvrtc_version)
+from .cuda_launch import (BLOCK, BLOCKS_PER_SM, COLUMN_CHUNK, DETERMINISTIC_SMS, MAX_CHUNKS,  # noqa: F401
+                          REDUCE_BLOCKS_PER_SM, CudaSource, LaunchPlan, _bits, _cdiv, _prod, execute)
+from .cuda_types import (ACC_TYPES, ATOMIC_DTYPES, COMPLEX_OPS, COMPLEX_REDUCE, CTYPES,  # noqa: F401
+                         acc_ctype as _acc_ctype, acc_dtype, ctype as _ctype, identity, kernel_template_dir,
+                         template as _template)
 
 __all__ = ["render", "CudaSource", "LaunchPlan", "execute", "kernel_template_dir", "acc_dtype",
            "compile_with_nvcc", "compile_with_nvrtc", "nvrtc_options", "nvrtc_arch", "nvrtc_version",
            "nvrtc_supported_archs", "nvcc_path",
            "CTYPES", "ACC_TYPES"]
 
-# C type of every dtype the renderer supports (complex is not supported on CUDA yet)
-CTYPES = {
-    "bool": "bool", "int8": "signed char", "int16": "short", "int32": "int", "int64": "long long",
-    "uint8": "unsigned char", "uint16": "unsigned short", "uint32": "unsigned int",
-    "uint64": "unsigned long long", "float32": "float", "float64": "double",
-}
-# accumulator dtype of a reduced output of each dtype (reduce.cu handles these four C types);
-# float32 sums are the exception, see `acc_dtype`
-ACC_TYPES = {
-    "bool": "uint64", "int8": "int64", "int16": "int64", "int32": "int64", "int64": "int64",
-    "uint8": "uint64", "uint16": "uint64", "uint32": "uint64", "uint64": "uint64",
-    "float32": "float32", "float64": "float64",
-}
-# output dtypes that reduce.cu can combine atomically (finish 1)
-ATOMIC_DTYPES = frozenset({"float32", "float64", "int64", "uint64"})
 _COMBINE = {"sum": "FaSum", "prod": "FaProd", "max": "FaMax", "min": "FaMin"}
 
 # intrinsic names of the op table's expression language; each maps to fa_<name> in elementwise.cu
@@ -94,304 +79,13 @@ INTRINSICS = frozenset({
     "real", "imag", "conj",
 })
 
-BLOCK = 256              # threads per block of every launch (kernels declare __launch_bounds__(256))
-BLOCKS_PER_SM = 16       # grid-stride loops: at most this many blocks per multiprocessor
-REDUCE_BLOCKS_PER_SM = 8  # block-mode reductions aim at this many blocks per multiprocessor
-MAX_CHUNKS = 1024        # most blocks one row of a reduction is split into
-COLUMN_CHUNK = 64        # thread-per-row reductions: fewest elements one thread adds before combining
-DETERMINISTIC_SMS = 128  # deterministic mode plans for this SM count whatever the device has
-_INDEX_LIMIT = 2 ** 31 - 1
-
 _PLACEHOLDER = re.compile(r"\{(\d+)\}")
 _CALL = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 
 
 # ---------------------------------------------------------------------------
-# Templates
-# ---------------------------------------------------------------------------
-
-def kernel_template_dir() -> pathlib.Path | None:
-    """$FASTAD_KERNEL_DIR when set (a folder holding elementwise.cu and reduce.cu), else None:
-    the templates then come from the package itself (`fastad/kernels/`, package data)."""
-    env = os.environ.get("FASTAD_KERNEL_DIR")
-    return pathlib.Path(env) if env else None
-
-
-def _template(name: str) -> str:
-    folder = kernel_template_dir()
-    if folder is not None:
-        return _read_file(str(folder / name))
-    return _read_resource(name)
-
-
-@functools.lru_cache(maxsize=None)
-def _read_file(path: str) -> str:
-    try:
-        return pathlib.Path(path).read_text()
-    except OSError as e:
-        raise FileNotFoundError(f"fastad's CUDA template {path} cannot be read ($FASTAD_KERNEL_DIR): {e}") from None
-
-
-@functools.lru_cache(maxsize=None)
-def _read_resource(name: str) -> str:
-    # importlib.resources finds package data wherever pip put the package (--user, --prefix, --target, a zip)
-    try:
-        return importlib.resources.files("fastad.kernels").joinpath(name).read_text()
-    except (OSError, ModuleNotFoundError) as e:
-        raise FileNotFoundError(f"fastad's CUDA template {name} is missing from the installed package "
-                                f"(fastad/kernels/): {e}") from None
-
-
-# ---------------------------------------------------------------------------
-# The rendered source and its launch plan
-# ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class LaunchPlan:
-    """How one call of a kernel runs: index width, grid and, for reductions, the strategy."""
-    index_bits: int               # 32 or 64: which build of the source to use
-    total: int                    # iteration points
-    rows: int                     # reductions: outputs per reduced output (1 for elementwise: unused)
-    cols: int                     # reductions: points combined into one output
-    grid: tuple                   # (x, y, z) of the main entry; x == 0 means nothing to launch
-    block: tuple
-    group: int = 0                # 0 thread / 1 warp / 2 block per row (reductions)
-    finish: int = 0               # 0 direct / 1 atomic / 2 partials + `_finish` entry
-    chunks: int = 1               # blocks per row in group 2
-    finish_grid: tuple | None = None
-    finish_block: tuple | None = None
-
-
-@dataclass(frozen=True)
-class CudaSource:
-    """CUDA C for one Kernel: `source`, its entries, and the launch protocol (`plan`, `arguments`)."""
-    kernel: Kernel
-    source: str
-    entry: str                    # main entry (grid-stride elementwise loop or reduction pass)
-    finish_entry: str | None      # reductions: the fixed-order second pass
-    atomic_ok: bool               # every reduced output has an atomic combine for its dtype
-    columns: bool = False         # reductions: inputs are contiguous across rows, strided along them
-
-    @property
-    def name(self) -> str:
-        return self.entry
-
-    @property
-    def entries(self) -> tuple[str, ...]:
-        return (self.entry,) if self.finish_entry is None else (self.entry, self.finish_entry)
-
-    @staticmethod
-    def options(index_bits: int = 32, fast_math: bool = False) -> tuple[str, ...]:
-        """The -D options of one build of the source (`cuda_compile.defines`)."""
-        return defines(index_bits, fast_math)
-
-    def cache_key(self, index_bits: int = 32, fast_math: bool = False) -> tuple:
-        """Structure only: the same for every size and scalar value (the device is the runtime's to add)."""
-        return (self.kernel.key, index_bits, bool(fast_math))
-
-    # -- planning -----------------------------------------------------------
-
-    def plan(self, shape: Sequence[int], *, sm_count: int = 132, deterministic: bool = False,
-             max_elements: int = 0, block: int = BLOCK, warp: int = 32,
-             force_group: int | None = None, force_chunks: int | None = None,
-             force_bits: int | None = None) -> LaunchPlan:
-        """The launch for iteration `shape`. `max_elements`: the largest input buffer (for the index width).
-
-        `block` and `warp` are 256 and 32 on a GPU (the host emulation uses 1 and 1);
-        `force_group` / `force_chunks` pin the reduction strategy and `force_bits` the
-        index build (tests; forcing 32 bits where 64 are needed is refused).
-        """
-        plan = self._plan(shape, sm_count, deterministic, max_elements, block, warp, force_group, force_chunks)
-        if force_bits is not None and force_bits != plan.index_bits:
-            if force_bits < plan.index_bits:
-                raise ValueError(f"{self.entry}: shape {tuple(shape)} needs 64-bit indexing")
-            plan = dataclasses.replace(plan, index_bits=force_bits)
-        return plan
-
-    def _plan(self, shape, sm_count, deterministic, max_elements, block, warp, force_group,
-              force_chunks) -> LaunchPlan:
-        k = self.kernel
-        shape = tuple(int(s) for s in shape)
-        if len(shape) != k.ndim:
-            raise ValueError(f"{self.entry}: shape {shape} has {len(shape)} dims, the kernel {k.ndim}")
-        total = _prod(shape)
-        if deterministic:
-            sm_count = DETERMINISTIC_SMS     # same plan, hence same summation order, on every device
-        if not k.is_reduction:
-            blocks = min(_cdiv(total, block), sm_count * BLOCKS_PER_SM)
-            bits = _bits(total + blocks * block, max_elements)
-            return LaunchPlan(bits, total, 1, total, (blocks, 1, 1), (block, 1, 1))
-
-        split = k.ndim - k.reduce_ndim
-        rows, cols = _prod(shape[:split]), _prod(shape[split:])
-        columns = self.columns and rows >= 32     # at least one full warp of neighbouring rows
-        if force_group is not None:
-            group = force_group
-        elif cols < 32 or columns:
-            group = 0
-        elif cols > 2048 and rows < sm_count * 32:
-            group = 2
-        else:
-            group = 1
-        chunks = 1
-        if group == 0:
-            xblocks = min(max(_cdiv(rows, block), 1), sm_count * BLOCKS_PER_SM)
-            if force_chunks is not None:
-                chunks = force_chunks
-            elif columns and force_group is None:   # split the strided rows over blockIdx.y
-                chunks = max(1, min(_cdiv(sm_count * REDUCE_BLOCKS_PER_SM, xblocks),
-                                    _cdiv(cols, COLUMN_CHUNK), MAX_CHUNKS))
-            grid = (xblocks, chunks, 1)
-        elif group == 1:
-            grid = (min(max(_cdiv(rows * warp, block), 1), sm_count * BLOCKS_PER_SM), 1, 1)
-        else:
-            ys = max(min(rows, 65535), 1)
-            if force_chunks is not None:
-                chunks = force_chunks
-            else:
-                chunks = max(1, min(_cdiv(sm_count * REDUCE_BLOCKS_PER_SM, ys),
-                                    _cdiv(cols, block * 4), MAX_CHUNKS))
-            grid = (chunks, ys, 1)
-        if rows == 0:
-            grid = (0, 1, 1)
-        if chunks == 1:
-            finish = 0
-        elif self.atomic_ok and not deterministic:
-            finish = 1
-        else:
-            finish = 2
-        threads = grid[0] * grid[1] * block
-        # the largest value an fa_idx reaches: m + ngroups, r + gsize, rbeg + clen, m*cols + r, m*chunks + chunk
-        largest = max(total, rows + threads, 2 * cols + block, rows * chunks)
-        bits = _bits(largest, max_elements)
-        fgrid = fblock = None
-        if finish == 2:
-            fgrid, fblock = (min(rows, 65535), 1, 1), (block, 1, 1)
-        return LaunchPlan(bits, total, rows, cols, grid, (block, 1, 1), group, finish, chunks,
-                          fgrid, fblock)
-
-    # -- arguments ----------------------------------------------------------
-
-    def arguments(self, plan: LaunchPlan, shape, inputs, outputs, scalars, partials=()) -> list:
-        """The main entry's argument list: buffers as given, integers and scalars as numpy scalars."""
-        k = self.kernel
-        if len(inputs) != len(k.inputs):
-            raise ValueError(f"{self.entry}: {len(inputs)} inputs given, the kernel takes {len(k.inputs)}")
-        if len(scalars) != len(k.scalars):
-            raise ValueError(f"{self.entry}: {len(scalars)} scalars given, the kernel takes {len(k.scalars)}")
-        args: list = [np.int64(n) for n in shape]
-        for (buf, offset, strides), inp in zip(inputs, k.inputs):
-            if len(strides) != k.ndim:
-                raise ValueError(f"{self.entry}: input strides {tuple(strides)} need {k.ndim} entries")
-            args.append(buf)
-            args.append(np.int64(offset))
-            args.extend(np.int64(s) for s, p in zip(strides, inp.pattern) if p == "n")
-        args.extend(outputs)
-        args.extend(d.np.type(v) for v, d in zip(scalars, k.scalars))
-        if k.is_reduction:
-            args.extend(partials)
-            args += [np.int32(plan.group), np.int32(plan.finish)]
-        return args
-
-    def finish_arguments(self, plan: LaunchPlan, partials, outputs) -> list:
-        args: list = [np.int64(plan.rows), np.int64(plan.chunks)]
-        for part, (i, _) in zip(partials, self.reduced()):
-            args += [part, outputs[i]]
-        return args
-
-    def reduced(self) -> list[tuple[int, object]]:
-        """(output index, Output) of every reduced output, in order."""
-        return [(i, o) for i, o in enumerate(self.kernel.outputs) if o.reduce]
-
-
-def execute(src: CudaSource, shape, inputs, scalars, *, xp, functions: Callable, sm_count: int,
-            deterministic: bool, block: int = BLOCK, warp: int = 32, **force) -> list:
-    """Run `src` over `shape`: allocate outputs with `xp`, launch through `functions(index_bits)`.
-
-    `functions(bits)` returns a mapping entry name -> callable(grid, block, args).
-    `inputs` are (flat buffer, element offset, element strides per dim). Returns
-    the flat output buffers. Shared by the CUDA runtime and the host emulation.
-    """
-    k = src.kernel
-    max_elements = max([int(b.size) for b, _, _ in inputs] + [0])
-    plan = src.plan(shape, sm_count=sm_count, deterministic=deterministic, max_elements=max_elements,
-                    block=block, warp=warp, **force)
-    outs = []
-    for o in k.outputs:
-        n = plan.rows if o.reduce else plan.total
-        if o.reduce and plan.finish == 1:      # atomics combine into the identity
-            start = identity(o.reduce, o.dtype)
-            outs.append(xp.zeros(n, dtype=o.dtype.np) if start == 0 else xp.full(n, start, dtype=o.dtype.np))
-        else:
-            outs.append(xp.empty(n, dtype=o.dtype.np))
-    if plan.grid[0] == 0:
-        return outs
-    reduced = src.reduced()
-    if plan.finish == 2:
-        partials = [xp.empty(plan.rows * plan.chunks, dtype=np.dtype(acc_dtype(o.reduce, o.dtype)))
-                    for _, o in reduced]
-    else:
-        partials = [outs[i] for i, _ in reduced]       # never dereferenced: a typed placeholder
-    fns = functions(plan.index_bits)
-    fns[src.entry](plan.grid, plan.block, tuple(src.arguments(plan, shape, inputs, outs, scalars, partials)))
-    if plan.finish == 2:
-        fns[src.finish_entry](plan.finish_grid, plan.finish_block,
-                              tuple(src.finish_arguments(plan, partials, outs)))
-    return outs
-
-
-def identity(reduce: str, dtype) -> object:
-    """The start value of a reduction as a Python number (what an atomic output is filled with)."""
-    if reduce == "sum":
-        return 0
-    if reduce == "prod":
-        return 1
-    if dtype.is_floating:
-        return -np.inf if reduce == "max" else np.inf
-    info = np.iinfo(dtype.np) if dtype.kind != "b" else None
-    if info is None:
-        return reduce == "min"
-    return int(info.min) if reduce == "max" else int(info.max)
-
-
-def _prod(xs) -> int:
-    n = 1
-    for x in xs:
-        n *= int(x)
-    return n
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def _bits(largest_index: int, largest_buffer: int) -> int:
-    return 32 if largest_index <= _INDEX_LIMIT and largest_buffer <= _INDEX_LIMIT else 64
-
-
-# ---------------------------------------------------------------------------
 # Rendering
 # ---------------------------------------------------------------------------
-
-def _ctype(d) -> str:
-    try:
-        return CTYPES[d.name]
-    except KeyError:
-        raise NotImplementedError(f"the CUDA renderer does not support dtype {d.name}") from None
-
-
-def acc_dtype(reduce: str, d) -> str:
-    """Name of the accumulator dtype of a `reduce` output of dtype `d`. float32 sums accumulate in
-    double: a thread may add up thousands of elements in a row, and float there loses digits that
-    numpy's pairwise sum keeps; the double add is free next to the memory traffic."""
-    if reduce == "sum" and d.name == "float32":
-        return "float64"
-    return ACC_TYPES[d.name]
-
-
-def _acc_ctype(o) -> str:
-    return CTYPES[acc_dtype(o.reduce, o.dtype)]
-
 
 def render(kernel: Kernel) -> CudaSource:
     """CUDA C for `kernel`. Cached by the kernel's structural key (sizes never enter the text)."""
@@ -411,6 +105,13 @@ class _Renderer:
             if len(inp.pattern) != k.ndim or set(inp.pattern) - set("01n"):
                 raise ValueError(f"{self.name}: bad input pattern {inp.pattern!r} for ndim {k.ndim}")
         self.atomic_ok = all(_check(o.dtype).name in ATOMIC_DTYPES for o in k.outputs if o.reduce)
+        for o in k.outputs:
+            if o.reduce and o.dtype.kind == "c" and o.reduce not in COMPLEX_REDUCE:
+                raise NotImplementedError(f"{self.name}: a {o.reduce} reduction of {o.dtype.name} has no "
+                                          "CUDA kernel (complex values have no order)")
+        dts = [i.dtype for i in k.inputs] + list(k.scalars) + [st.dtype for st in k.body] + \
+              [o.dtype for o in k.outputs]
+        self.complex = any(d.kind == "c" for d in dts)
         self.columns = self.red and _reads_across_rows(k, self.split)
 
     # -- pieces ---------------------------------------------------------------
@@ -487,6 +188,10 @@ class _Renderer:
                 for s in st.srcs:
                     if s >= j:
                         raise ValueError(f"{self.name}: statement {j} uses v{s}, not computed before it")
+                operand = k.body[st.srcs[1 if st.op == "where" else 0]].dtype
+                if operand.kind == "c" and st.op not in COMPLEX_OPS:
+                    raise NotImplementedError(f"{self.name}: {st.op} of {operand.name} has no CUDA kernel "
+                                              "(complex ops on CUDA: docs/CUDA.md)")
                 wrap = None
                 if st.op in _WRAPPING and st.dtype.is_integer:
                     wrap = "unsigned long long" if st.dtype.itemsize == 8 else "unsigned int"
@@ -598,6 +303,8 @@ class _Renderer:
         head = ["// generated by fastad.codegen.cuda from this kernel:"]
         head += ["//   " + line for line in k.describe().splitlines()]
         head += ["#define FA_RENDERED 1", _template("elementwise.cu")]
+        if self.complex:
+            head.append(_template("complex.cu"))
         if self.red:
             head.append(_template("reduce.cu"))
         body = self.reduction() if self.red else self.elementwise()

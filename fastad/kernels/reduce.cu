@@ -4,9 +4,10 @@
 // `fa_group_reduce`. `fastad/codegen/cuda.py` pastes this file after
 // elementwise.cu into every kernel with reduced outputs.
 //
-// Accumulators use four types only (the renderer widens every dtype to one):
+// Accumulators use four real types (the renderer widens every real dtype to one):
 // float, double, long long (signed ints) and unsigned long long (unsigned ints,
-// bool). Integer sums and products wrap in the unsigned twin, so casting the
+// bool), and complex.cu's fa_c64 / fa_c128 for complex sums and products.
+// Integer sums and products wrap in the unsigned twin, so casting the
 // accumulator back to int8 ... int32 gives numpy's wrapped result. Max and min
 // propagate NaN (fa_maximum / fa_minimum).
 //
@@ -83,11 +84,15 @@ struct FaMin {
 // Warp, block and group reductions (result valid in lane / thread 0)
 // ---------------------------------------------------------------------------
 
+// one lane's value from `o` lanes up; complex.cu overloads it for its struct (both parts)
+template <typename T>
+FA_DEV T fa_shfl_down(T v, int o) { return __shfl_down_sync(0xffffffffu, v, o); }
+
 template <class Op, typename T>
 FA_DEV T fa_warp_reduce(T v) {
 #pragma unroll
     for (int o = FA_WARP / 2; o > 0; o >>= 1)
-        v = Op::apply(v, __shfl_down_sync(0xffffffffu, v, o));
+        v = Op::apply(v, fa_shfl_down(v, o));
     return v;
 }
 
