@@ -260,7 +260,7 @@ def test_pow_special_cases(run, dt):
         assert (np.isnan(g) and np.isnan(w)) or (g == w and np.signbit(g) == np.signbit(dt(w))), (a, b, g, w)
 
 
-@pytest.mark.parametrize("name", UNARY + ["pow"])
+@pytest.mark.parametrize("name", UNARY + ["pow", "sin_short", "cos_short", "tan_short"])
 def test_f32_never_promotes_to_double(run, name):
     """A float32 loop calling the f32 function has no float64 operation and is
     vectorized (<4|8|16 x float>, depending on the CPU)."""
@@ -354,3 +354,56 @@ def test_disk_cache_of_a_caller(tmp_path):
     assert outs[0][0] == "0", outs            # first run compiles
     assert outs[1][0] == "2", outs            # second run: both kernels from the cache
     assert outs[0][1:] == outs[1][1:]
+
+
+def short_sweep(dt, n=200_000, seed=3):
+    """Inputs of the short reduction: uniform over its range, next to multiples of pi/2 (tiny
+    reduced arguments), log-uniform magnitudes, the range's edges, and special values."""
+    rng = np.random.default_rng(seed)
+    limit = float(ml.TRIG_SHORT32 if dt == np.float32 else ml.TRIG_SHORT64)
+    k = n // 4
+    near = (rng.integers(-int(limit / 1.5708), int(limit / 1.5708), k) * (np.pi / 2)).astype(dt)
+    near = np.concatenate([near, np.nextafter(near, dt(np.inf)), np.nextafter(near, dt(-np.inf))])
+    parts = [rng.uniform(-limit, limit, k), np.exp2(rng.uniform(-60, np.log2(limit), k)) * rng.choice([-1.0, 1.0], k)]
+    edges = [limit, -limit, np.nextafter(dt(limit), dt(0)), 0.0, -0.0, np.inf, -np.inf, np.nan,
+             np.finfo(dt).smallest_subnormal, np.finfo(dt).tiny]
+    return np.concatenate([p.astype(dt) for p in parts] + [near, np.array(edges, dtype=dt)])
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=["f32", "f64"])
+def test_short_trig_is_the_full_reduction_within_its_range(run, dt):
+    """sin_short/cos_short/tan_short agree with the full-range functions bit for bit on
+    |x| <= TRIG_SHORT (float32: checked over every input of the range when this was written),
+    nan and inf included, so a kernel's per-block choice cannot change a result."""
+    x = short_sweep(dt)
+    for name in ("sin", "cos", "tan"):
+        got, want = run(f"{name}_short", dt, x), run(name, dt, x)
+        same = got.view(np.uint8).reshape(len(x), -1) == want.view(np.uint8).reshape(len(x), -1)
+        bad = ~same.all(axis=1)
+        assert not bad.any(), (name, x[bad][:5], got[bad][:5], want[bad][:5])
+        d = ulp_error(got, reference(name, dt, x))
+        assert d.max() <= BOUND[dt][name], (name, x[np.argmax(d)])
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=["f32", "f64"])
+def test_sincos_is_sin_and_cos(dt):
+    sfx = SFX[dt]
+    sincos, sincos_short = getattr(ml, f"sincos_{sfx}"), getattr(ml, f"sincos_short_{sfx}")
+    sin, cos = getattr(ml, f"sin_{sfx}"), getattr(ml, f"cos_{sfx}")
+
+    @njit
+    def k(x, out):
+        for i in range(x.shape[0]):
+            out[0, i], out[1, i] = sincos(x[i])
+            out[2, i], out[3, i] = sincos_short(x[i])
+            out[4, i], out[5, i] = sin(x[i]), cos(x[i])
+
+    x = np.concatenate([sweep("sin", dt, n=40_000), short_sweep(dt, n=40_000)])
+    out = np.empty((6, len(x)), dt)
+    k(x, out)
+    assert np.array_equal(out[0].view(np.uint8), out[4].view(np.uint8))
+    assert np.array_equal(out[1].view(np.uint8), out[5].view(np.uint8))
+    limit = ml.TRIG_SHORT32 if dt == np.float32 else ml.TRIG_SHORT64
+    inside = ~(np.abs(x) > limit)                   # nan and inf included
+    assert np.array_equal(out[2, inside].view(np.uint8), out[4, inside].view(np.uint8))
+    assert np.array_equal(out[3, inside].view(np.uint8), out[5, inside].view(np.uint8))
