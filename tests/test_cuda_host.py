@@ -6,7 +6,7 @@ pointers only) and runs every generated kernel in the host emulation, so these t
 exercise the real runtime, scheduler and frontend on "cuda:N" devices:
 strided producers' arrays, 0-d tensors, device scoping with two GPUs, reversed-slice
 gradients, the compile path and its flags, `__dlpack__`'s copy and device arguments,
-and the probe's preflight.
+complex programs in generated kernels, and the probe's preflight.
 """
 from __future__ import annotations
 
@@ -284,6 +284,36 @@ def test_dlpack_copy_and_device_on_cuda(gpu):
     tag, arr = fa.zeros(3, device="cuda:1").__dlpack__(copy=False)   # a constant: its value, on its device
     assert tag == "fake-dlpack" and arr.device_id == 1
     np.testing.assert_array_equal(np.asarray(arr), np.zeros(3))
+
+
+# ---------------------------------------------------------------------------
+# 11. complex tensors run in generated kernels on the device
+# ---------------------------------------------------------------------------
+
+def test_complex_programs_run_in_cuda_kernels_like_cpu(gpu):
+    """The frontend, scheduler and runtime with complex64/complex128 on cuda:1: interleaved {re, im}
+    buffers, complex scalars by value (a * 2j), real results (real, imag, abs), complex sums and
+    products, casts; the values equal the CPU device's."""
+    rng = np.random.default_rng(11)
+    z = (rng.normal(size=(6, 8)) + 1j * rng.normal(size=(6, 8))).astype(np.complex64)
+    w = (rng.normal(size=(6, 8)) + 1j * rng.normal(size=(6, 8))).astype(np.complex64)
+
+    def program(dev):
+        a, b = fa.asarray(z, device=dev), fa.asarray(w, device=dev)
+        outs = [fa.exp(a) * fa.conj(b) + a / b, fa.sum(a * b, axis=1), fa.prod(a[:, :3], axis=0),
+                fa.real(a) + fa.imag(b), fa.abs(a), fa.sqrt(a) ** 2, a == b, a * 2j - (1.5 - 0.5j),
+                fa.astype(a, fa.complex128) * fa.astype(b, fa.complex128), fa.tanh(a), fa.sum(a)]
+        return [o.numpy() for o in outs], [o.dtype for o in outs]
+
+    ref, ref_dtypes = program("cpu")
+    fake_cupy.LAUNCHES.clear()
+    got, dtypes = program("cuda:1")
+    assert dtypes == ref_dtypes and fa.complex128 in dtypes and fa.float32 in dtypes
+    for i, (g, r) in enumerate(zip(got, ref)):
+        rtol = 1e-12 if g.dtype == np.complex128 else 2e-5
+        np.testing.assert_allclose(g, r, rtol=rtol, atol=1e-5, err_msg=f"output {i}")
+    assert fake_cupy.LAUNCHES, "no kernel ran on the (emulated) device"
+    assert any("FA_COMPLEX_CU" in src for src, _ in fake_cupy.COMPILED)
 
 
 # ---------------------------------------------------------------------------
