@@ -2,7 +2,8 @@
 
 Start at `op_kernel` (one kernel applying every op the renderer allows on complex,
 `cuda_types.COMPLEX_OPS`) and the `built` fixture, which compiles every complex kernel
-here in one nvcc translation unit and, side by side, as host C++ for the emulation
+here in one nvcc translation unit, a few with NVRTC and the runtime's flags, and, side by
+side, as host C++ for the emulation
 (tests/cuda_emulation.py), so the generated code runs on the CPU through the same launch
 protocol as on a GPU and is compared with the op table's numpy references, special values
 (inf / nan parts, signed zeros) included. `complex_values` and `assert_matches_numpy` are
@@ -141,8 +142,22 @@ def built(tmp_path_factory):
             return str(e)
         return None
 
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        jobs = {"nvcc": pool.submit(nvcc), "emu": pool.submit(build, sources, tmp, "complex", 32)}
+    def nvrtc():   # the runtime's compiler, with its flags: one kernel of each kind, both index widths
+        try:
+            cg.compile_with_nvrtc('extern "C" __global__ void fa_probe(float* x) { x[0] = 1.0f; }')
+        except Exception:
+            return "skip"
+        try:
+            for k, bits in ((OP_KERNELS["complex64"][0], 32), (REDUCE_KERNELS[("complex128", "n1n", 2)], 32),
+                            (scalar_kernel(), 64)):
+                cg.compile_with_nvrtc(cg.render(k).source, options=cg.nvrtc_options(bits))
+        except RuntimeError as e:
+            return str(e)
+        return None
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        jobs = {"nvcc": pool.submit(nvcc), "nvrtc": pool.submit(nvrtc),
+                "emu": pool.submit(build, sources, tmp, "complex", 32)}
         return {name: job.result() for name, job in jobs.items()}
 
 
@@ -167,6 +182,12 @@ def test_complex_kernels_compile_with_nvcc(built):
     if built["nvcc"] == "skip":
         pytest.skip("nvcc not found: cannot check the generated CUDA C")
     assert built["nvcc"] is None, built["nvcc"]
+
+
+def test_complex_kernels_compile_with_nvrtc(built):
+    if built["nvrtc"] == "skip":
+        pytest.skip("NVRTC not available (needs cupy and nvidia-cuda-nvrtc)")
+    assert built["nvrtc"] is None, built["nvrtc"]
 
 
 def test_complex_sources_paste_the_complex_prelude_only_when_needed():
