@@ -26,7 +26,10 @@ types). Bool scalars travel as uint8, complex scalars as (real, imag). Indices a
 wrap-around, which otherwise stops LLVM from vectorizing. Intrinsics
 (`exp(...)` in the op table's kernel expressions) map per dtype to
 `fastad.codegen.mathlib` (inlined by LLVM, with its own strict fp flags) or
-to Numba built-ins.
+to Numba built-ins. Two rewrites of the body use mathlib's variants: sin and cos of one value
+become one `sincos` call (`shared_calls`), and a 1-D kernel with trig calls on cheap arguments
+loops over blocks of `_BLOCK`, running the short-reduction versions on a block whose arguments
+all lie in their range (`_short_trig`; docs/MATHLIB.md).
 """
 from __future__ import annotations
 
