@@ -202,6 +202,8 @@ def _filled(cell) -> bool:
 def _flatten(obj):
     """(leaves, rebuild) for nested lists, tuples and dicts."""
     if isinstance(obj, (list, tuple)):
+        if type(obj) in (list, tuple) and not any(isinstance(o, (list, tuple, dict)) for o in obj):
+            return list(obj), type(obj)     # flat: rebuilt in one call
         parts = [_flatten(o) for o in obj]
         leaves = [l for p in parts for l in p[0]]
 
@@ -284,7 +286,9 @@ class _Program:
         self.rebind_readers = _rebind_readers(rebinds)
         self.output_readers = [(None if s is None else _reader(s), s, v, dtype, device)
                                for _, s, v, dtype, device in outputs]
-        self.devices = {st[-1] for st in steps if st[0] == "kernel"}
+        devices = {st[-1] for st in steps if st[0] == "kernel"}
+        # replay on one accelerator runs inside its device scope (CuPy allocates on the current device)
+        self.scope_device = next(iter(devices)) if len(devices) == 1 and next(iter(devices)).type != "cpu" else None
 
     def run(self, leaves):
         _, realize, backend_for, device_scope, Tensor, _, _ = _deps()
@@ -297,9 +301,7 @@ class _Program:
         if pending:
             realize(pending)
         env: dict = {}
-        scope = None
-        if len(self.devices) == 1 and next(iter(self.devices)).type != "cpu":
-            scope = device_scope(next(iter(self.devices)))
+        scope = None if self.scope_device is None else device_scope(self.scope_device)
         if scope is not None:
             scope.__enter__()
         try:
@@ -416,7 +418,8 @@ class _Compiled:
         sig = []
         for x in leaves:
             if isinstance(x, Tensor):
-                sig.append(("T", x.shape, x.dtype, x.device, x.requires_grad))
+                node = x._node
+                sig.append(("T", node.shape, node.dtype, node.device, x._tracked))
             elif type(x) is float:
                 sig.append(("f",))     # dynamic: a 0-d tensor inside
             else:

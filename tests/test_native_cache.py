@@ -189,3 +189,30 @@ def test_renderer_mathlib_hash_matches_mathlib():
     from fastad.codegen import mathlib
     from fastad.codegen.numba import mathlib_hash
     assert mathlib_hash() == mathlib.SOURCE_HASH
+
+
+_EXIT_CHILD = textwrap.dedent("""
+    import json, numpy as np, fastad as fa
+    x = fa.asarray(np.linspace(-2, 2, 5000, dtype=np.float64), requires_grad=True)
+    with fa.profile() as p:
+        y = fa.sum(fa.cosh(x) * x)
+        y.backward()
+        float(y)
+    print(json.dumps([[l.tier, l.compiling] for l in p.kernels]))
+""")
+
+
+def test_a_finished_process_does_not_wait_for_its_background_compile(cache_root):
+    from fastad.runtime import backend_for
+    assert backend_for(fa.asarray(1.0).device)._compile_thread()._thread_is_daemon()
+    env = dict(os.environ, FASTAD_CACHE_DIR=str(cache_root), PYTHONPATH=str(ROOT), FASTAD_JIT_MIN_ELEMENTS="1000")
+    proc = subprocess.run([sys.executable, "-c", _EXIT_CHILD], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [["numpy", True]]
+    # the compile process outlives it and stores the kernel for the next process
+    import time
+    folder = cache_root / f"native-{native.FORMAT_VERSION}"
+    deadline = time.monotonic() + 240
+    while not list(folder.glob("*.o")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert list(folder.glob("*.o"))

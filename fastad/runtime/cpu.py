@@ -10,7 +10,9 @@ it repeats (`settings.jit_after_calls`), when it is large
 2. otherwise Numba compiles it in a separate process, watched by a
    background thread (`cpu_compile.build_in_background`), while this call,
    and every call until the compile is done, runs on the numpy tier.
-   The first call after that runs compiled. A compile that fails in the
+   The first call after that runs compiled. A process that is done exits
+   without waiting for a running compile: the compile process finishes on
+   its own and stores the kernel for the next process. A compile that fails in the
    background leaves the kernel on the numpy tier with a `KernelCompileWarning`.
    FASTAD_CPU_MODE=jit and FASTAD_BACKGROUND_COMPILE=0 compile on the calling
    thread instead; `wait_for_compiles()` waits for pending background work.
@@ -33,10 +35,11 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import queue
 import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -46,7 +49,7 @@ from .._util import contiguous
 from ..config import settings
 from ..device import CPU
 from .buffers import MIN_BYTES as POOL_MIN_BYTES, pool as buffer_pool
-from .cpu_compile import Native, build, build_in_background, load_native
+from .cpu_compile import Native, build, build_in_background, compile_hint, load_native, spawn
 from . import trampoline
 from .interpret import interpret
 
@@ -57,6 +60,65 @@ CHUNKS = 64  # slices of a large kernel: fixed, so reductions do not depend on t
 
 class KernelCompileWarning(RuntimeWarning):
     """A kernel failed to compile in the background; it keeps running on the numpy tier."""
+
+
+class _CompileThread:
+    """One daemon thread running background compiles in order. A daemon, so a process that is done
+    exits at once instead of waiting for a compile: at exit the compile already started is left to
+    finish on its own (`_at_exit` waits only until it has its input), and the queued ones go to one
+    more compile process, so the next process finds every kernel in the cache."""
+
+    def __init__(self):
+        self._jobs = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closing = False
+        self._spawned = threading.Event()
+        self._spawned.set()
+        self._thread = threading.Thread(target=self._work, name="fastad-compile", daemon=True)
+        self._thread.start()
+        register = getattr(threading, "_register_atexit", None)   # runs while daemon threads still run
+        if register is not None:
+            register(self._at_exit)
+
+    def _thread_is_daemon(self) -> bool:
+        return self._thread.daemon
+
+    def submit(self, kernel, source: str) -> Future:
+        future = Future()
+        self._jobs.put((future, kernel, source))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            future, kernel, source = self._jobs.get()
+            with self._lock:
+                if self._closing or not future.set_running_or_notify_cancel():
+                    continue   # exiting: `_at_exit` hands the queue on
+                self._spawned.clear()
+            try:
+                future.set_result(build_in_background(kernel, source, spawned=self._spawned.set))
+            except BaseException as exc:   # reported where the result is taken (`_adopt`)
+                future.set_exception(exc)
+            finally:
+                self._spawned.set()
+
+    def _at_exit(self) -> None:
+        with self._lock:
+            self._closing = True
+        self._spawned.wait(timeout=10)
+        jobs = []
+        while True:
+            try:
+                future, kernel, source = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if future.cancel():
+                jobs.append((source, compile_hint(kernel)))
+        if jobs:
+            try:
+                spawn(jobs, wait=False)
+            except OSError:
+                pass   # the next process compiles them
 
 
 def _thread_count() -> int:
@@ -276,7 +338,7 @@ class CpuBackend:
         entry = load_native(kernel, source)   # a warm start: milliseconds, no Numba
         if entry is not None:
             return self._install(kernel, entry, 0.0, "native")
-        self._pending[key] = self._compile_thread().submit(build_in_background, kernel, source)
+        self._pending[key] = self._compile_thread().submit(kernel, source)
         return None
 
     def _adopt(self, kernel, future):
@@ -300,14 +362,9 @@ class CpuBackend:
         self._compiled[kernel.key] = entry
         return entry
 
-    def _compile_thread(self) -> ThreadPoolExecutor:
+    def _compile_thread(self) -> "_CompileThread":
         if self._compiler is None:
-            self._compiler = ThreadPoolExecutor(1, thread_name_prefix="fastad-compile")
-            # at exit, drop queued compiles (the running one finishes); runs before the executor's own join
-            register = getattr(threading, "_register_atexit", None)
-            if register is not None:
-                compiler = self._compiler
-                register(lambda: compiler.shutdown(wait=False, cancel_futures=True))
+            self._compiler = _CompileThread()
         return self._compiler
 
     def wait_for_compiles(self, timeout: float | None = None) -> bool:

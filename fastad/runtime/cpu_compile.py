@@ -14,6 +14,9 @@ Start at `build` (what the CPU backend calls on its own thread) and
   compile process is an error the CPU backend turns into a warning. Where the
   object code cannot be stored or loaded (not ELF, unwritable cache) it falls
   back to `build`. FASTAD_COMPILE_PROCESS=0 compiles in a thread instead.
+* A compile process gets its whole job on stdin at start (`spawn`), so it
+  finishes and stores its kernels even when the process that started it has
+  exited meanwhile (the CPU backend does not make an exiting process wait).
 
 `Native` wraps the address as a ctypes function in Numba's calling convention
 (status, return slot, exception slot, then `body`'s arguments; see
@@ -30,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Native", "build", "build_in_background", "compile_source", "child_main"]
+__all__ = ["Native", "build", "build_in_background", "compile_hint", "compile_source", "child_main", "spawn"]
 
 
 class Native:
@@ -55,14 +58,14 @@ class Native:
         self.slots = self._scratch.ctypes.data
 
 
-def _hint(kernel) -> str:
+def compile_hint(kernel) -> str:
     return kernel.name[3:30]
 
 
 def load_native(kernel, source: str):
     """The kernel from the native object cache, or None."""
     from . import native
-    hit = native.load(source, _hint(kernel))
+    hit = native.load(source, compile_hint(kernel))
     return None if hit is None else Native(kernel, hit.address, hit)
 
 
@@ -75,7 +78,7 @@ def build(kernel, source: str | None = None):
     entry = load_native(kernel, source)
     if entry is not None:
         return entry, time.perf_counter() - t0, "native"
-    address, keep, how = compile_source(source, _hint(kernel))
+    address, keep, how = compile_source(source, compile_hint(kernel))
     return Native(kernel, address, keep), time.perf_counter() - t0, how
 
 
@@ -93,15 +96,19 @@ def compile_source(source: str, hint: str):
     return cres.library.get_pointer_to_function(symbol), (body, cres), how
 
 
-def build_in_background(kernel, source: str):
-    """`build`, with the compile in a separate process (see the module docstring)."""
+def build_in_background(kernel, source: str, spawned=None):
+    """`build`, with the compile in a separate process (see the module docstring). `spawned()` is
+    called once that process has its whole job: from then on it finishes even if this one exits."""
     if os.environ.get("FASTAD_COMPILE_PROCESS", "1") == "0" or not sys.platform.startswith("linux"):
         return build(kernel, source)   # elsewhere object code is not cached (ELF only): compile here
     t0 = time.perf_counter()
     entry = load_native(kernel, source)
     if entry is not None:
         return entry, time.perf_counter() - t0, "native"
-    how = _run_child(source, _hint(kernel))
+    proc = spawn([(source, compile_hint(kernel))], wait=True)
+    if spawned is not None:
+        spawned()
+    how = _child_result(proc)
     entry = load_native(kernel, source)
     if entry is None:   # nothing usable was stored (not ELF, unwritable cache, ...): compile here
         return build(kernel, source)
@@ -111,20 +118,39 @@ def build_in_background(kernel, source: str):
 _CHILD = "from fastad.runtime.cpu_compile import child_main; child_main()"
 
 
-def _run_child(source: str, hint: str) -> str:
+def spawn(jobs: list, wait: bool) -> subprocess.Popen:
+    """Start a compile process for `jobs` [(source, name hint)], compiled in order, its input
+    written and closed. `wait=False`: nobody reads its output (it is left to finish after this
+    process exits, storing what it compiles in the cache)."""
     root = str(Path(__file__).resolve().parents[2])   # the directory that holds this fastad package
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps({"source": source, "hint": hint}),
-                          capture_output=True, text=True, env=env, timeout=900)
-    lines = proc.stdout.strip().splitlines()
+    out = subprocess.PIPE if wait else subprocess.DEVNULL
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=out, stderr=out,
+                            text=True, env=env)
+    proc.stdin.write(json.dumps([{"source": source, "hint": hint} for source, hint in jobs]))
+    proc.stdin.close()
+    proc.stdin = None   # closed: communicate() must not flush it
+    return proc
+
+
+def _child_result(proc: subprocess.Popen) -> str:
+    try:
+        stdout, stderr = proc.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise RuntimeError("compile process ran for more than 900 s") from None
+    lines = stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        tail = (stderr or stdout).strip().splitlines()[-3:]
         raise RuntimeError(f"compile process exited with status {proc.returncode}: {' | '.join(tail)}")
     return json.loads(lines[-1])["how"]
 
 
 def child_main() -> None:
-    """Entry of the compile process: a job {"source", "hint"} on stdin, {"how"} on stdout."""
-    job = json.loads(sys.stdin.read())
-    _, _, how = compile_source(job["source"], job["hint"])
-    print(json.dumps({"how": how}))
+    """Entry of the compile process: jobs [{"source", "hint"}] on stdin, {"how"} per job on stdout."""
+    for job in json.loads(sys.stdin.read()):
+        _, _, how = compile_source(job["source"], job["hint"])
+        try:
+            print(json.dumps({"how": how}), flush=True)
+        except OSError:   # the process that started this one has exited: keep compiling for the cache
+            pass
