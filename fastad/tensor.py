@@ -124,6 +124,10 @@ class Tensor:
         return np.array(a) if copy else a
 
     def item(self):
+        buf = self._node.buffer
+        if buf is not None and type(buf) is np.ndarray and capture._recorder is None:
+            if buf.size == 1:   # a computed host value: no realisation, no checks (a training loop reads one per step)
+                return buf.item()
         if self.size != 1:
             raise ValueError(f"only one-element tensors can be converted to Python scalars, got shape {self.shape}")
         return self.numpy().reshape(()).item()

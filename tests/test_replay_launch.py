@@ -135,3 +135,15 @@ def test_trampolines_are_shared_between_kernels_of_one_signature():
     kinds = ("ptr", "ptr", "int64", "int64", "int64", "obj", "int64", "obj")
     assert trampoline.caller(kinds) is trampoline.caller(kinds)
     assert ctypes.cast(trampoline.caller(kinds), ctypes.c_void_p).value
+
+
+def test_a_broadcast_constant_read_from_state_is_not_read_as_a_full_buffer(jit):
+    w = fa.asarray(np.ones(64, np.float32), requires_grad=True)
+    x = fa.asarray(np.arange(64, dtype=np.float32))
+    w.grad = x * 2
+    f = fa.compile(lambda x: fa.sin(x) * w.grad)
+    np.testing.assert_allclose(f(x).numpy(), np.sin(x.numpy()) * (x.numpy() * 2), rtol=1e-6, atol=1e-6)
+    w.grad = fa.zeros(64)                      # a constant: no buffer, read back as a broadcast value
+    np.testing.assert_array_equal(f(x).numpy(), np.zeros(64, np.float32))
+    w.grad = fa.full(64, 3.0)
+    np.testing.assert_allclose(f(x).numpy(), np.sin(x.numpy()) * 3, rtol=1e-6, atol=1e-6)

@@ -185,9 +185,10 @@ class CpuBackend:
     def replay_launcher(self, kernel, shape, inputs, scalars, out_shapes):
         """A launch of one recorded step (`fastad.compile` replays) with everything but the buffers
         bound once: `launch(buffers)` returns the outputs shaped as `out_shapes`, or None if the
-        kernel raised (the caller then runs `run_kernel`, which reruns it on the numpy tier).
+        kernel raised or a buffer is not C-contiguous (the caller then runs `run_kernel`, which
+        copies such buffers, and reruns a raising kernel on the numpy tier).
         None while the kernel is not compiled yet. `inputs` are (offset, strides) per input;
-        buffers must be C-contiguous, as every node's buffer is. A kernel that runs in one slice is
+        node buffers are C-contiguous; a broadcast constant read from state is not. A kernel that runs in one slice is
         called through a trampoline (`fastad.runtime.trampoline`): one packed argument array."""
         from ..codegen.numba import c_arguments
         entry = self._compiled.get(kernel.key)
@@ -239,6 +240,8 @@ class CpuBackend:
             def launch(buffers):
                 a = packed.copy()
                 for i, b in zip(in_at, buffers):
+                    if not b.flags.c_contiguous:   # e.g. a broadcast constant: the general path copies it
+                        return None
                     a[i] = id(b)
                 results = outputs()
                 for i, r in zip(out_at, results):
@@ -257,6 +260,8 @@ class CpuBackend:
         def launch(buffers):
             a = list(args)
             for i, b in zip(in_at, buffers):
+                if not b.flags.c_contiguous:
+                    return None
                 a[i] = data_address(b)
             results = outputs()
             for i, r in zip(out_at, results):
