@@ -390,7 +390,6 @@ def test_sincos_is_sin_and_cos(dt):
     sfx = SFX[dt]
     sincos, sincos_short = getattr(ml, f"sincos_{sfx}"), getattr(ml, f"sincos_short_{sfx}")
     sin, cos = getattr(ml, f"sin_{sfx}"), getattr(ml, f"cos_{sfx}")
-    sincos_o, sin_o, cos_o = (getattr(ml, f"{f}_outlined_{sfx}") for f in ("sincos", "sin", "cos"))
 
     @njit
     def k(x, out):
@@ -398,14 +397,12 @@ def test_sincos_is_sin_and_cos(dt):
             out[0, i], out[1, i] = sincos(x[i])
             out[2, i], out[3, i] = sincos_short(x[i])
             out[4, i], out[5, i] = sin(x[i]), cos(x[i])
-            out[6, i], out[7, i] = sincos_o(x[i])
-            out[8, i], out[9, i] = sin_o(x[i]), cos_o(x[i])
 
     x = np.concatenate([sweep("sin", dt, n=40_000), short_sweep(dt, n=40_000)])
-    out = np.empty((10, len(x)), dt)
+    out = np.empty((6, len(x)), dt)
     k(x, out)
-    for a, b in ((0, 4), (1, 5), (6, 4), (7, 5), (8, 4), (9, 5)):
-        assert np.array_equal(out[a].view(np.uint8), out[b].view(np.uint8)), (a, b)
+    assert np.array_equal(out[0].view(np.uint8), out[4].view(np.uint8))
+    assert np.array_equal(out[1].view(np.uint8), out[5].view(np.uint8))
     limit = ml.TRIG_SHORT32 if dt == np.float32 else ml.TRIG_SHORT64
     inside = ~(np.abs(x) > limit)                   # nan and inf included
     assert np.array_equal(out[2, inside].view(np.uint8), out[4, inside].view(np.uint8))

@@ -2,9 +2,6 @@
 
 Source checks render planned kernels (no compile). Two tests compile a kernel (the `jit`
 fixture) and compare it bit for bit with mathlib's full-range functions called one by one.
-A 1-D kernel computes its trig calls per block of 256 in a small loop of its own, with the
-`_short` versions or (a block with a value beyond their range) the `_outlined` full-range ones,
-into stack blocks that the main loop reads.
 """
 from __future__ import annotations
 
@@ -35,24 +32,20 @@ def test_sin_and_cos_of_one_value_run_one_sincos():
     k = _kernel(fa.sin(x) * 2 + fa.cos(x))
     assert len(shared_calls(k)) == 2
     src = render(k)
-    # one call in the rare full-range loop (out of line), one in the short-reduction loop, and the
-    # main loop reads their results; no separate sin or cos anywhere
-    assert _calls(src, "sincos_outlined_f32") == 1 and _calls(src, "sincos_short_f32") == 1, src
-    assert _calls(src, "sincos_f32") == 0
-    assert not any(_calls(src, f"{f}{v}_f32") for f in ("sin", "cos") for v in ("", "_short", "_outlined")), src
+    # one call in the exact loop, one in the short-reduction loop; no separate sin or cos
+    assert _calls(src, "sincos_f32") == 1 and _calls(src, "sincos_short_f32") == 1, src
+    assert not any(_calls(src, f) for f in ("sin_f32", "cos_f32", "sin_short_f32", "cos_short_f32")), src
     # float64, the pair in the other order, other uses of the value in between
     xd = fa.asarray(np.linspace(-2, 2, 1000))
     src = render(_kernel(fa.cos(xd) * xd + fa.sin(xd)))
-    assert _calls(src, "sincos_outlined_f64") == _calls(src, "sincos_short_f64") == 1, src
-    assert _calls(src, "sin_f64") == _calls(src, "cos_f64") == 0, src
+    assert _calls(src, "sincos_f64") == 1 and _calls(src, "sin_f64") == _calls(src, "cos_f64") == 0, src
 
 
 def test_different_values_and_2d_kernels():
     x = fa.asarray(np.linspace(-2, 2, 1000, dtype=np.float32))
     src = render(_kernel(fa.sin(x) + fa.cos(2 * x)))
-    assert "sincos" not in src
-    assert _calls(src, "sin_outlined_f32") == _calls(src, "cos_outlined_f32") == 1   # both arguments are cheap
-    assert _calls(src, "sin_short_f32") == _calls(src, "cos_short_f32") == 1
+    assert _calls(src, "sincos_f32") == 0 and _calls(src, "sin_f32") == _calls(src, "cos_f32") == 1
+    assert _calls(src, "sin_short_f32") == _calls(src, "cos_short_f32") == 1   # both arguments are cheap
     # a 2-D kernel shares sin/cos but has no per-block switch (the blocks are 1-D)
     m = fa.asarray(np.ones((30, 40), np.float32))
     src = render(_kernel(fa.sum(fa.sin(m) * fa.cos(m), axis=1)))
@@ -62,10 +55,9 @@ def test_different_values_and_2d_kernels():
 def test_short_path_needs_cheap_arguments():
     x = fa.asarray(np.linspace(-2, 2, 1000, dtype=np.float32))
     src = render(_kernel(fa.sin(fa.exp(x)) + fa.tan(3 * x + 1)))
-    # exp(x) would be computed again per block: sin of it keeps the full reduction, inline, in the main loop
-    assert _calls(src, "sin_f32") == 1 and _calls(src, "sin_short_f32") == _calls(src, "sin_outlined_f32") == 0
-    assert _calls(src, "tan_outlined_f32") == 1 and _calls(src, "tan_short_f32") == 1, src
-    assert _calls(src, "tan_f32") == 0
+    # exp(x) would be computed twice per block: sin of it keeps the full reduction everywhere
+    assert _calls(src, "sin_f32") == 2 and _calls(src, "sin_short_f32") == 0, src
+    assert _calls(src, "tan_f32") == 1 and _calls(src, "tan_short_f32") == 1, src
     assert src.count("far |= abs(") == 1 and "TRIG_SHORT32" in src
     # no trig, no switch: the loop is unchanged
     assert "far" not in render(_kernel(fa.exp(x) * 2))

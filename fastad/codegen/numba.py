@@ -334,28 +334,26 @@ def _body(kernel: Kernel) -> str:
     blocked = [k for k in reductions if nd == 1 and n_outer == 0 and kernel.outputs[k].reduce == "sum"
                and kernel.outputs[k].dtype is dt.float32]
 
-    def call(i: int, fast: bool) -> str:
-        """The statement computing trig/shared call `i` (with the rest of its group)."""
-        name, group = shared.get(i, (kernel.body[i].op, (i,)))
-        fn = f"{name}{'_short' if fast is True else '_outlined' if fast is None else ''}_f{_SFX[kernel.body[i].dtype.name]}"
-        return f"{', '.join(f'v{j}' for j in group)} = {fn}(v{kernel.body[i].srcs[0]})"
+    def loop_body(fast: bool) -> list:
+        out = []
+        for i in range(len(kernel.body)):
+            if i in invariant or (i in shared and i != min(shared[i][1])):
+                continue  # hoisted, or computed by the first statement of its shared group
+            if i in shared or i in short:
+                name, group = shared.get(i, (kernel.body[i].op, (i,)))
+                src = kernel.body[i].srcs[0]
+                call = f"{name}{'_short' if fast and i in short else ''}_f{_SFX[kernel.body[i].dtype.name]}"
+                out.append(f"{', '.join(f'v{j}' for j in group)} = {call}(v{src})")
+            else:
+                out.append(f"v{i} = {_stmt_source(kernel, i, index_of)}")
+        out += [f"out{k}[{flat_index(list(range(nd)))}] = {_stored(f'v{o.value}', o.dtype)}"
+                for k, o in enumerate(kernel.outputs) if not o.reduce]
+        out += [_update(kernel.outputs[k].reduce, f"blk{k}" if k in blocked else f"acc{k}",
+                        f"v{kernel.outputs[k].value}") for k in reductions]
+        # the max/min update above drops nans; count them so the result can still be nan, as in numpy
+        return out + [f"nan{k} += v{kernel.outputs[k].value} != v{kernel.outputs[k].value}" for k in extrema]
 
-    stmts = []
-    for i in range(len(kernel.body)):
-        if i in invariant or (i in shared and i != min(shared[i][1])):
-            continue  # hoisted, or computed by the first statement of its shared group
-        if i in short:  # computed per block before this loop (see below)
-            stmts += [f"v{j} = t{j}[U(j)]" for j in shared.get(i, (None, (i,)))[1]]
-        elif i in shared:
-            stmts.append(call(i, False))
-        else:
-            stmts.append(f"v{i} = {_stmt_source(kernel, i, index_of)}")
-    stmts += [f"out{k}[{flat_index(list(range(nd)))}] = {_stored(f'v{o.value}', o.dtype)}"
-              for k, o in enumerate(kernel.outputs) if not o.reduce]
-    stmts += [_update(kernel.outputs[k].reduce, f"blk{k}" if k in blocked else f"acc{k}",
-                      f"v{kernel.outputs[k].value}") for k in reductions]
-    # the max/min update above drops nans; count them so the result can still be nan, as in numpy
-    stmts += [f"nan{k} += v{kernel.outputs[k].value} != v{kernel.outputs[k].value}" for k in extrema]
+    stmts = loop_body(False)
 
     def inits(indent):
         out = [indent + f"acc{k} = {_identity(kernel.outputs[k].reduce, kernel.outputs[k].dtype)}"
@@ -378,27 +376,21 @@ def _body(kernel: Kernel) -> str:
     if n_outer == 0:
         lines += inits(ind)
     if blocked or short:
-        lines += [ind + f"t{i} = scratch({_numba_type(kernel.body[i].dtype)}, {_BLOCK})" for i in sorted(short)]
         lines += [ind + f"for b0 in range(lo, hi, {_BLOCK}):", ind + f"    b1 = min(b0 + {_BLOCK}, hi)"]
         lines += [ind + f"    blk{k} = np.float32(0)" for k in blocked]
         loop = [ind + "    for j in range(b1 - b0):", ind + "        i0 = b0 + j"]
         if short:
-            # per block: one pass computes the trig arguments (cheap by construction) and whether
-            # any lies beyond the short range (inf too; nan is handled by both versions); a loop
-            # with the short or the full-range functions stores the results in stack blocks t<i>;
-            # the main loop reads them. Only the small trig loop exists twice, not the whole body.
+            # one pass over the block computes the trig arguments (cheap by construction) and
+            # whether any lies beyond the short range (inf too; nan is handled by both versions)
             need = sorted(_slice(kernel, set(short.values()), invariant))
-            args = [ind + f"        v{i} = {_stmt_source(kernel, i, index_of)}" for i in need]
-            firsts = [i for i in sorted(short) if i not in shared or i == min(shared[i][1])]
-            lines += [ind + "    far = False"] + loop + args
+            lines += [ind + "    far = False"] + loop
+            lines += [ind + f"        v{i} = {_stmt_source(kernel, i, index_of)}" for i in need]
             lines += [ind + f"        far |= abs(v{a}) > TRIG_SHORT{_SFX[kernel.body[a].dtype.name]}"
                       for a in sorted(set(short.values()))]
-            for cond, fast in (("if far:", None), ("else:", True)):
-                lines += [ind + "    " + cond] + ["    " + ln for ln in loop] + ["    " + ln for ln in args]
-                for i in firsts:
-                    lines.append(ind + "            " + call(i, fast))
-                    lines += [ind + f"            t{j}[U(j)] = v{j}" for j in shared.get(i, (None, (i,)))[1]]
-            lines += loop + [ind + "        " + s for s in stmts]
+            lines += [ind + "    if far:"] + ["    " + ln for ln in loop]
+            lines += [ind + "            " + s for s in stmts]
+            lines += [ind + "    else:"] + ["    " + ln for ln in loop]
+            lines += [ind + "            " + s for s in loop_body(True)]
         else:
             lines += loop + [ind + "        " + s for s in stmts]
         lines += [ind + f"    acc{k} += np.float64(blk{k})" for k in blocked]

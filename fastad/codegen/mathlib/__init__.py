@@ -13,7 +13,6 @@ fastad.codegen.mathlib import exp_f32``), one function per dtype:
     sin_short, cos_short, tan_short, sincos_short          -> the same for |x| <= TRIG_SHORT32/64
     pow                                                    -> pow_f32(x, y), pow_f64(x, y)
     floordiv, mod (numpy's divmod), ipow, upow (integers)  -> intops.py
-    scratch(numba.float32, 256)                            -> a stack block (CPointer) for a kernel
 Arguments must already have exactly the function's dtype (float32 for
 ``_f32``); anything else is a numba TypingError.  Special values (±0, ±inf,
 nan, overflow, underflow, domain errors, pow's integer-exponent rules) follow
@@ -46,13 +45,11 @@ from .f32 import TRIG_LIMIT32, TRIG_SHORT32
 from .f64 import *  # noqa: F401,F403
 from .f64 import TRIG_LIMIT64, TRIG_SHORT64
 from .intops import floordiv_f32, floordiv_f64, ipow, mod_f32, mod_f64, upow
-from ._core import scratch
 
 _UNARY = ("exp", "expm1", "log", "log1p", "sin", "cos", "tan", "tanh", "sigmoid", "sincos",
-          "sin_short", "cos_short", "tan_short", "sincos_short",
-          "sin_outlined", "cos_outlined", "tan_outlined", "sincos_outlined")
+          "sin_short", "cos_short", "tan_short", "sincos_short")
 __all__ = [f"{name}_{sfx}" for name in _UNARY + ("pow", "floordiv", "mod") for sfx in ("f32", "f64")]
-__all__ += ["ipow", "upow", "scratch", "TRIG_SHORT32", "TRIG_SHORT64"]
+__all__ += ["ipow", "upow", "TRIG_SHORT32", "TRIG_SHORT64"]
 
 
 def source_hash(directory=Path(__file__).parent) -> str:

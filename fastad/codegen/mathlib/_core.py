@@ -80,19 +80,6 @@ def _copysign(typingctx, mag, sgn):
     return mag(mag, sgn), codegen
 
 
-@intrinsic
-def scratch(typingctx, dtype, size):
-    """A pointer to `size` (a literal int) elements of `dtype` (a numba float type) on the caller's
-    stack, allocated once at its entry: a per-call scratch block with no runtime allocation."""
-    if not (isinstance(dtype, types.NumberClass) and isinstance(size, types.IntegerLiteral)):
-        return None
-    ty = dtype.instance_type
-
-    def codegen(context, builder, sig, args):
-        return cgutils.alloca_once(builder, context.get_value_type(ty), size=size.literal_value)
-    return types.CPointer(ty)(dtype, size), codegen
-
-
 def _fmt(ty):
     """(int type, mantissa bits, exponent bias, bit pattern of sqrt(0.5))."""
     if ty == ir.FloatType():
@@ -175,10 +162,9 @@ def _fast_two_sum(a, b):
 # calling sin/pow stay scalar.  The argument types must match exactly.
 # ----------------------------------------------------------------------------
 
-def _export(impl, ty, ret=1, inline="alwaysinline"):
+def _export(impl, ty, ret=1):
     """The public intrinsic for `impl` on arguments of type `ty`; `ret` > 1 returns a tuple of
-    that many `ty` values (sincos). inline="noinline" keeps the body out of line: one call
-    instruction, for code that runs rarely and must not grow its caller (nor vectorize)."""
+    that many `ty` values (sincos)."""
     py = impl.py_func
     rty = ty if ret == 1 else types.UniTuple(ty, ret)
 
@@ -188,7 +174,7 @@ def _export(impl, ty, ret=1, inline="alwaysinline"):
         fn = context.declare_function(builder.module, cres.fndesc)
         call = context.call_conv.call_function
         try:
-            status, res = call(builder, fn, sig.return_type, sig.args, args, attrs=(inline,))
+            status, res = call(builder, fn, sig.return_type, sig.args, args, attrs=("alwaysinline",))
         except TypeError:   # numba without call-site attrs: LLVM's own inline threshold decides
             status, res = call(builder, fn, sig.return_type, sig.args, args)
         with cgutils.if_unlikely(builder, status.is_error):   # never taken; folded away

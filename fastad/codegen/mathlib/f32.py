@@ -356,7 +356,3 @@ sin_short_f32, cos_short_f32 = _export(_sin_short_f32, _f32t), _export(_cos_shor
 tan_short_f32, sincos_short_f32 = _export(_tan_short_f32, _f32t), _export(_sincos_short_f32, _f32t, ret=2)
 tanh_f32, sigmoid_f32 = _export(_tanh_f32, _f32t), _export(_sigmoid_f32, _f32t)
 pow_f32 = _export(_pow_f32, _f32t)
-# the full-range trig out of line: kernels call these in the rare blocks that need them
-sin_outlined_f32, cos_outlined_f32 = (_export(f, _f32t, inline="noinline") for f in (_sin_f32, _cos_f32))
-tan_outlined_f32 = _export(_tan_f32, _f32t, inline="noinline")
-sincos_outlined_f32 = _export(_sincos_f32, _f32t, ret=2, inline="noinline")

@@ -346,7 +346,3 @@ sin_short_f64, cos_short_f64 = _export(_sin_short_f64, _f64t), _export(_cos_shor
 tan_short_f64, sincos_short_f64 = _export(_tan_short_f64, _f64t), _export(_sincos_short_f64, _f64t, ret=2)
 tanh_f64, sigmoid_f64 = _export(_tanh_f64, _f64t), _export(_sigmoid_f64, _f64t)
 pow_f64 = _export(_pow_f64, _f64t)
-# the full-range trig out of line: kernels call these in the rare blocks that need them
-sin_outlined_f64, cos_outlined_f64 = (_export(f, _f64t, inline="noinline") for f in (_sin_f64, _cos_f64))
-tan_outlined_f64 = _export(_tan_f64, _f64t, inline="noinline")
-sincos_outlined_f64 = _export(_sincos_f64, _f64t, ret=2, inline="noinline")
