@@ -36,6 +36,7 @@ import numpy as np
 from . import profiling
 from .errors import CompileError
 from .graph import Node
+from .replay import MISS, straight_line
 
 __all__ = ["compile", "capturing"]
 
@@ -253,9 +254,12 @@ class _Program:
     """One traced call, ready to replay: each step is bound to its backend, and each input to a
     reader of where its buffer comes from (an earlier step, an argument, a state tensor)."""
 
-    def __init__(self, steps, state, rebinds, outputs, rebuild, state_guard):
+    def __init__(self, steps, state, rebinds, outputs, rebuild, state_guard, key):
         from .runtime import backend_for
         self.state, self.rebuild, self.state_guard = state, rebuild, state_guard
+        self.resolved = (steps, rebinds, outputs, key)   # for the straight-line replay
+        self.straight = None       # `fastad.replay.straight_line`'s function, once every kernel is compiled
+        self.straight_possible = all(st[0] == "kernel" for st in steps)
         self.steps = []
         for st in steps:
             kind = st[0]
@@ -290,7 +294,30 @@ class _Program:
         # replay on one accelerator runs inside its device scope (CuPy allocates on the current device)
         self.scope_device = next(iter(devices)) if len(devices) == 1 and next(iter(devices)).type != "cpu" else None
 
+    def _straight_line(self):
+        """The generated replay (`fastad.replay`) once every kernel step has a bound launch, else None."""
+        launchers = []
+        for st in self.steps:
+            fast = st[8]
+            if fast[0] is None and fast[1] is not None:
+                fast[0] = fast[1]()
+            if fast[0] is None:
+                return None      # not compiled yet: tried again at the next call
+            launchers.append(fast[0])
+        steps, rebinds, outputs, key = self.resolved
+        self.straight = straight_line(steps, launchers, rebinds, outputs, self.rebuild, key,
+                                      (_deps()[4], _deps()[5]))
+        self.straight_possible = self.straight is not None
+        return self.straight
+
     def run(self, leaves):
+        straight = self.straight
+        if straight is None and self.straight_possible:
+            straight = self._straight_line()
+        if straight is not None:
+            out = straight(leaves)
+            if out is not MISS:
+                return out
         _, realize, backend_for, device_scope, Tensor, _, _ = _deps()
         pending = [x._node for x in leaves if isinstance(x, Tensor) and x._node.buffer is None]
         for t in self.state:
@@ -540,7 +567,7 @@ class _Compiled:
 
         def state_guard(state=state, shapes=shapes):
             return all((t._node.shape, t._node.dtype, t._node.device) == shapes[id(t)] for t in state)
-        self.programs[key] = _Program(steps, state, rebinds, outputs, out_rebuild, state_guard)
+        self.programs[key] = _Program(steps, state, rebinds, outputs, out_rebuild, state_guard, key)
         return result
 
 

@@ -147,3 +147,40 @@ def test_a_broadcast_constant_read_from_state_is_not_read_as_a_full_buffer(jit):
     np.testing.assert_array_equal(f(x).numpy(), np.zeros(64, np.float32))
     w.grad = fa.full(64, 3.0)
     np.testing.assert_allclose(f(x).numpy(), np.sin(x.numpy()) * 3, rtol=1e-6, atol=1e-6)
+
+
+def _sgd(w):
+    def step(x, lr):
+        loss = fa.sum((x * w - 1.0) ** 2)
+        loss.backward()
+        with fa.no_grad():
+            w.sub_(lr * w.grad)
+        w.grad = None
+        return loss
+    return step
+
+
+def test_a_program_of_compiled_kernels_replays_as_one_straight_line_function(jit):
+    xs = [fa.asarray(np.linspace(-1, 1, 50).astype(np.float32) * (i + 1)) for i in range(6)]
+    w_eager = fa.asarray(np.ones(50, np.float32), requires_grad=True)
+    w = fa.asarray(np.ones(50, np.float32), requires_grad=True)
+    eager, compiled = _sgd(w_eager), fa.compile(_sgd(w))
+    for i, x in enumerate(xs * 2):
+        lr = 0.01 / (i + 1)                     # a float argument: a 0-d tensor inside, read per call
+        np.testing.assert_array_equal(compiled(x, lr).numpy(), eager(x, lr).numpy())
+        np.testing.assert_array_equal(w.numpy(), w_eager.numpy())
+    [program] = compiled.programs.values()
+    assert program.straight is not None and "MISS" in program.straight.source
+    assert w.grad is None
+
+
+def test_the_straight_line_replay_falls_back_for_lazy_arguments(jit):
+    x = fa.asarray(np.linspace(-1, 1, 40))
+    f = fa.compile(lambda x: fa.tanh(x) * 2)
+    f(x)
+    f(x)
+    [program] = f.programs.values()
+    assert program.straight is not None
+    lazy = x * 3                                  # no value yet: the general path realises it first
+    assert lazy._node.buffer is None
+    np.testing.assert_allclose(f(lazy).numpy(), np.tanh(x.numpy() * 3) * 2, rtol=1e-12)

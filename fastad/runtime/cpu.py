@@ -253,7 +253,7 @@ class CpuBackend:
                 if call(address, data_address(a)) not in (0, -2):
                     return None
                 for p, k in zip(parts, full):
-                    results[k].reshape(-1)[0] = p[0]
+                    results[k][()] = p[0]   # one element, whatever its shape
                 return results
             return launch
 
