@@ -5,7 +5,7 @@ here), and reading a numpy array's data address through `.ctypes.data` costs
 microseconds more. For small kernels replayed by `fastad.compile` that is most
 of a launch. A trampoline is a tiny native function, generated once per
 argument-type signature with llvmlite, that takes the kernel's address and a
-pointer to an int64 array holding every argument:
+numpy int64 array (its `id()`) holding every argument:
 
 * "obj": the `id()` of a numpy array; the trampoline loads the array's data
   address from the array struct (the field after the object header, which
@@ -41,7 +41,8 @@ def usable() -> bool:
 
 
 def _source(kinds: tuple) -> str:
-    lines = ["define i32 @trampoline(i64 %fn, ptr %packed) {", "entry:"]
+    lines = ["define i32 @trampoline(i64 %fn, ptr %array) {", "entry:",
+             f"  %head = getelementptr i8, ptr %array, i64 {DATA_OFFSET}", "  %packed = load ptr, ptr %head"]
     args = []
     for i, kind in enumerate(kinds):
         ty = _LLVM[kind]
@@ -69,7 +70,8 @@ _CALLERS: dict = {}
 
 
 def caller(kinds: tuple):
-    """`call(kernel_address, packed_address) -> int32` for kernels taking arguments of `kinds`, or
+    """`call(kernel_address, id(packed)) -> int32` for kernels taking arguments of `kinds` (`packed`:
+    a C-contiguous int64 numpy array of the arguments, which must stay alive during the call), or
     None where trampolines cannot be used. Generated and JIT-compiled once per `kinds`."""
     if not usable():
         return None
