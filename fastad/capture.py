@@ -459,14 +459,21 @@ class _Compiled:
         return tuple(sig)
 
     def __call__(self, *args, **kwargs):
-        if not kwargs and not any(isinstance(a, (list, tuple, dict)) for a in args):
+        nested = kwargs
+        if not nested:
+            for a in args:
+                if isinstance(a, (list, tuple, dict)):
+                    nested = True
+                    break
+        if not nested:
             leaves, rebuild = list(args), _positional
         else:
             leaves, rebuild = _flatten([list(args), kwargs])
         key = self._signature(leaves)
         prog = self.programs.get(key)
-        if prog is not None and prog.state_guard():
-            profiling.record_replay()
+        if prog is not None and (prog.state_guard is None or prog.state_guard()):
+            if profiling._active:
+                profiling.record_replay()
             return prog.run(leaves)
         return self._trace(key, leaves, rebuild)
 
@@ -566,7 +573,13 @@ class _Compiled:
         shapes = {id(t): (t._node.shape, t._node.dtype, t._node.device) for t in state}
 
         def state_guard(state=state, shapes=shapes):
-            return all((t._node.shape, t._node.dtype, t._node.device) == shapes[id(t)] for t in state)
+            for t in state:
+                node = t._node
+                if (node.shape, node.dtype, node.device) != shapes[id(t)]:
+                    return False
+            return True
+        if not state:
+            state_guard = None
         self.programs[key] = _Program(steps, state, rebinds, outputs, out_rebuild, state_guard, key)
         return result
 

@@ -237,22 +237,29 @@ class CpuBackend:
                               + [0] * len(part_at), np.int64)
             in_at, out_at, part_at = ([4 + i for i in at] for at in (in_at, out_at, part_at))
 
+            small = [(oshape, dt) for oshape, dt, pool, _ in outs] if not any(o[2] for o in outs) else None
+            empty, launched = np.empty, profile.record_launch
+            part_slots = list(zip(part_at, acc, full))
+
             def launch(buffers):
                 a = packed.copy()
                 for i, b in zip(in_at, buffers):
                     if not b.flags.c_contiguous:   # e.g. a broadcast constant: the general path copies it
                         return None
                     a[i] = id(b)
-                results = outputs()
+                results = [empty(oshape, dt) for oshape, dt in small] if small is not None else outputs()
                 for i, r in zip(out_at, results):
                     a[i] = id(r)
-                parts = [np.empty(1, d) for d in acc]
-                for i, p in zip(part_at, parts):
+                parts = []
+                for i, d, _ in part_slots:
+                    p = empty(1, d)
                     a[i] = id(p)
-                profile.record_launch(name, CPU, elements, tier="numba")
+                    parts.append(p)
+                if profile._active:
+                    launched(name, CPU, elements, tier="numba")
                 if call(address, id(a)) not in (0, -2):
                     return None
-                for p, k in zip(parts, full):
+                for p, (_, _, k) in zip(parts, part_slots):
                     results[k][()] = p[0]   # one element, whatever its shape
                 return results
             return launch
