@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -35,7 +36,8 @@ _CHILD = textwrap.dedent("""
         y.backward()
         v, g = float(y), x.grad.numpy()
     print(json.dumps({"compiled": p.compiled, "hits": p.cache_hits, "tiers": [l.tier for l in p.kernels],
-                      "numba_imported": "numba" in sys.modules, "value": v, "grad": g[::50].tolist()}))
+                      "numba_imported": "numba" in sys.modules, "llvmlite_imported": "llvmlite" in sys.modules,
+                      "value": v, "grad": g[::50].tolist()}))
 """)
 
 
@@ -89,7 +91,8 @@ def test_warm_start_in_a_fresh_process_needs_no_numba(cache_root):
     warm = _result(_spawn(cache_root))
     assert cold["compiled"] == 1 and cold["numba_imported"], cold
     assert warm["compiled"] == 0 and warm["hits"] == 1 and warm["tiers"] == ["numba"], warm
-    assert not warm["numba_imported"]           # loaded through llvmlite alone
+    assert not warm["numba_imported"]           # loaded through llvmlite, or dlopen where `ld` exists
+    assert warm["llvmlite_imported"] == (shutil.which("ld") is None)
     assert warm["value"] == cold["value"] and warm["grad"] == cold["grad"]
     assert list((cache_root / f"native-{native.FORMAT_VERSION}").glob("*.o"))
 
@@ -118,22 +121,27 @@ def test_entry_round_trip_in_process(cache_root):
     assert not [s for s in meta["undefined"] if s.startswith(("numba", "NRT", "Py"))]   # no runtime needed
 
 
-@pytest.mark.parametrize("how", ["truncate", "garbage", "middle", "empty"])
-def test_damaged_entry_is_removed_and_rebuilt(cache_root, how):
-    kernel = _kernel()
-    _build(kernel)
-    (path,) = (cache_root / f"native-{native.FORMAT_VERSION}").glob("*.o")
+def _damage(path: Path, how: str) -> None:
     data = path.read_bytes()
     if how == "truncate":
         data = data[: len(data) // 3]
     elif how == "garbage":
         data = os.urandom(len(data))
-    elif how == "middle":   # the checksum stops this before LLVM sees it
+    elif how == "middle":   # the checksum stops this before LLVM or the dynamic loader sees it
         mid = len(data) // 2
         data = data[:mid] + os.urandom(64) + data[mid + 64:]
     else:
         data = b""
     path.write_bytes(data)
+
+
+@pytest.mark.parametrize("how", ["truncate", "garbage", "middle", "empty"])
+def test_damaged_entry_is_removed_and_rebuilt(cache_root, how):
+    kernel = _kernel()
+    _build(kernel)
+    folder = cache_root / f"native-{native.FORMAT_VERSION}"
+    for path in list(folder.glob("*.o")) + list(folder.glob("*.shared")):
+        _damage(path, how)
     entry, _, built = _build(kernel)
     assert built != "native"                    # the damaged entry was not used ...
     got, want = _run(entry)
@@ -141,9 +149,38 @@ def test_damaged_entry_is_removed_and_rebuilt(cache_root, how):
     assert _build(kernel)[2] == "native"        # ... and a fresh one was written
 
 
+@pytest.mark.skipif(shutil.which("ld") is None, reason="no system linker: no shared-library entries")
+@pytest.mark.parametrize("how", ["truncate", "middle", "empty"])
+def test_a_damaged_shared_library_entry_is_removed_and_the_object_entry_serves(cache_root, how):
+    kernel = _kernel()
+    _build(kernel)
+    (shared,) = (cache_root / f"native-{native.FORMAT_VERSION}").glob("*.shared")
+    _damage(shared, how)
+    entry, _, built = _build(kernel)
+    assert built == "native" and not shared.exists()
+    got, want = _run(entry)
+    assert got == pytest.approx(want, rel=1e-13)
+
+
+def test_the_remembered_cpu_fingerprint_equals_llvms_answer(cache_root):
+    native._fingerprint.cache_clear()
+    try:
+        first = native._fingerprint()                 # computed with llvmlite, then remembered
+        (memo,) = (cache_root / f"native-{native.FORMAT_VERSION}").glob("fingerprint-*.json")
+        native._fingerprint.cache_clear()
+        assert native._fingerprint() == first == native._full_fingerprint()
+        _damage(memo, "middle")                       # a damaged memo is recomputed, never trusted
+        native._fingerprint.cache_clear()
+        assert native._fingerprint() == first
+    finally:
+        native._fingerprint.cache_clear()
+
+
 def test_unresolvable_symbol_is_a_miss_not_a_crash(cache_root):
     kernel = _kernel()
     _build(kernel)
+    for shared in (cache_root / f"native-{native.FORMAT_VERSION}").glob("*.shared"):
+        shared.unlink()   # written only for self-contained objects; this test edits the object entry
     (path,) = (cache_root / f"native-{native.FORMAT_VERSION}").glob("*.o")
     payload = native.cache._unframe(path.read_bytes(), str(path))
     head, obj = payload.split(b"\n", 1)

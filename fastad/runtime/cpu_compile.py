@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -118,10 +117,11 @@ def build_in_background(kernel, source: str, spawned=None):
 _CHILD = "from fastad.runtime.cpu_compile import child_main; child_main()"
 
 
-def spawn(jobs: list, wait: bool) -> subprocess.Popen:
+def spawn(jobs: list, wait: bool):
     """Start a compile process for `jobs` [(source, name hint)], compiled in order, its input
     written and closed. `wait=False`: nobody reads its output (it is left to finish after this
     process exits, storing what it compiles in the cache)."""
+    import subprocess   # here: a warm process that never compiles does not import it
     root = str(Path(__file__).resolve().parents[2])   # the directory that holds this fastad package
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     out = subprocess.PIPE if wait else subprocess.DEVNULL
@@ -133,7 +133,8 @@ def spawn(jobs: list, wait: bool) -> subprocess.Popen:
     return proc
 
 
-def _child_result(proc: subprocess.Popen) -> str:
+def _child_result(proc) -> str:
+    import subprocess
     try:
         stdout, stderr = proc.communicate(timeout=900)
     except subprocess.TimeoutExpired:

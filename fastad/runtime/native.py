@@ -8,15 +8,22 @@ can be called through ctypes and their object code refers to no Numba
 runtime symbol. `store` writes the object code of that compiled module next
 to the other cache entries; `load` maps it into the process with llvmlite's
 MCJIT (no Numba import, no type inference) and returns the function's
-address, which the CPU runtime calls.
+address, which the CPU runtime calls. Where the system linker (`ld`) exists,
+`store` also links a self-contained object into a shared library, which
+`load` opens with dlopen: then a warm process imports neither Numba nor
+llvmlite (about 50 ms), and the key's host-CPU part comes from a remembered
+fingerprint (`_fingerprint`).
 
 Where to start reading: `load`, then `store`.
 
-Layout (one file per rendered source)::
+Layout (per rendered source)::
 
     cache_dir()/native-<FORMAT_VERSION>/fastad_<hint>_<key[:24]>.o
         sha256 frame (as in fastad.runtime.cache) around:
         one JSON line {"entry": symbol, "undefined": [symbols]} + the ELF object
+    cache_dir()/native-<FORMAT_VERSION>/fastad_<hint>_<key[:24]>.shared
+        the same frame around the same JSON line + the linked shared library
+    cache_dir()/native-<FORMAT_VERSION>/fingerprint-<hash of versions and cpuinfo>.json
 
     key = sha256(FORMAT_VERSION, llvmlite and Numba versions, Python cache tag,
                  LLVM triple, host CPU name and features, NUMBA_CPU_NAME,
@@ -25,7 +32,8 @@ Layout (one file per rendered source)::
 Guarantees, the same as the module cache's (`fastad.runtime.cache`):
 * writes are atomic (temporary file + os.replace), so concurrent processes
   see an old entry or a new one, never half of one; they write identical bytes;
-* the checksum is verified before any byte reaches LLVM; a damaged entry is
+* the checksum is verified before any byte reaches LLVM or the dynamic
+  loader (which opens a private verified copy); a damaged entry is
   deleted and reported as a miss, after which the runtime compiles through
   Numba and stores a fresh one;
 * every symbol the object leaves undefined must resolve in this process before
@@ -41,6 +49,7 @@ import functools
 import hashlib
 import json
 import logging
+import itertools
 import os
 import struct
 import sys
@@ -69,15 +78,25 @@ class NativeFunction:
 def entry_path(source: str, name_hint: str) -> Path:
     """Where the native entry of `source` lives (under the writable cache root)."""
     key = hashlib.sha256(_fingerprint() + b"\0" + source.encode("utf-8")).hexdigest()
+    return _root() / _folder() / f"{cache._stem(name_hint, key)}.o"
+
+
+def _root() -> Path:
     with cache._STATE_LOCK:
-        root = cache._usable_root(cache._configured_dir(), _folder())
-    return root / _folder() / f"{cache._stem(name_hint, key)}.o"
+        return cache._usable_root(cache._configured_dir(), _folder())
 
 
 def load(source: str, name_hint: str) -> NativeFunction | None:
-    """The cached entry point of `source`, or None (miss, damaged entry, unresolvable symbol)."""
+    """The cached entry point of `source`, or None (miss, damaged entry, unresolvable symbol).
+    The shared-library entry first (no llvmlite import), then the object code through MCJIT."""
     try:
         path = entry_path(source, name_hint)
+    except OSError:
+        return None
+    hit = _load_shared(path)
+    if hit is not None:
+        return hit
+    try:
         raw = path.read_bytes()
     except OSError:
         return None
@@ -122,6 +141,10 @@ def store(source: str, name_hint: str, library, symbol: str) -> Path | None:
         path = entry_path(source, name_hint)
         path.parent.mkdir(parents=True, exist_ok=True)
         cache._atomic_write(path, cache._frame(head + b"\n" + obj))
+        if not undefined:   # self-contained: also as a shared library, which loads without llvmlite
+            shared = _link_shared(obj)
+            if shared is not None:
+                cache._atomic_write(_shared_path(path), cache._frame(head + b"\n" + shared))
         return path
     except Exception as exc:   # the kernel is compiled and usable; only the warm start is lost
         _log.warning("fastad: could not store native kernel (%s: %s)", type(exc).__name__, exc)
@@ -150,6 +173,66 @@ def symbols(obj: bytes) -> tuple | None:
 
 
 # ---------------------------------------------------------------------------
+# Shared-library entries: a warm start without llvmlite
+# ---------------------------------------------------------------------------
+
+_COPIES = itertools.count()   # names of the private copies loaded with dlopen (unlinked at once)
+
+
+def _shared_path(path: Path) -> Path:
+    return path.with_suffix(".shared")
+
+
+def _link_shared(obj: bytes) -> bytes | None:
+    """`obj` linked into a shared library by the system linker, or None (no linker, or it failed)."""
+    import shutil
+    import subprocess
+    import tempfile
+    ld = shutil.which("ld")
+    if ld is None or not sys.platform.startswith("linux"):
+        return None
+    with tempfile.TemporaryDirectory(prefix="fastad-link-") as tmp:
+        src, out = Path(tmp) / "kernel.o", Path(tmp) / "kernel.so"
+        src.write_bytes(obj)
+        try:
+            proc = subprocess.run([ld, "-shared", "-o", str(out), str(src)], capture_output=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.read_bytes() if proc.returncode == 0 and out.is_file() else None
+
+
+def _load_shared(path: Path) -> NativeFunction | None:
+    """The entry point from the shared-library entry of `path`, or None. Its checksum is verified
+    first; then a private copy is loaded with dlopen (no llvmlite) and unlinked at once."""
+    import ctypes
+    spath = _shared_path(path)
+    try:
+        raw = spath.read_bytes()
+    except OSError:
+        return None
+    try:
+        head, library = cache._unframe(raw, str(spath)).split(b"\n", 1)
+        symbol = json.loads(head)["entry"]
+        if library[:4] != b"\x7fELF":
+            raise ValueError("not an ELF shared library")
+    except Exception as exc:   # damaged: remove it; the object entry (or a compile) serves instead
+        _discard(spath, exc)
+        return None
+    try:
+        copy = str(spath.parent / f".fastad-kernel-{os.getpid()}-{next(_COPIES)}.so")
+        fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(library)
+            lib = ctypes.CDLL(copy, mode=os.RTLD_NOW | os.RTLD_LOCAL)
+        finally:
+            os.unlink(copy)
+        address = ctypes.cast(lib[symbol], ctypes.c_void_p).value
+    except (OSError, AttributeError) as exc:   # e.g. a noexec file system: not damage, use the object entry
+        _log.info("fastad: shared kernel %s not loadable here (%s)", spath, exc)
+        return None
+    return NativeFunction(address, symbol, path, lib)
+
 
 def _resolvable(ll, name: str) -> bool:
     """Whether MCJIT will find `name`: symbols added to llvmlite, or exported by the process
@@ -224,6 +307,48 @@ def _target():
 
 @functools.lru_cache(maxsize=None)
 def _fingerprint() -> bytes:
+    """What the object code depends on besides its source. Asking LLVM for the host CPU means
+    importing llvmlite (about 50 ms), so the answer is remembered in the cache folder under a
+    key of cheaper facts (versions, /proc/cpuinfo's model and flags, Numba's CPU settings)."""
+    cheap = _cheap_fingerprint()
+    memo = None
+    if cheap is not None:
+        memo = _root() / _folder() / f"fingerprint-{cheap}.json"
+        try:
+            return cache._unframe(memo.read_bytes(), str(memo))
+        except (OSError, cache._CorruptCacheFile):
+            pass
+    full = _full_fingerprint()
+    if memo is not None:
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            cache._atomic_write(memo, cache._frame(full))
+        except OSError:
+            pass
+    return full
+
+
+def _cheap_fingerprint() -> str | None:
+    """A hash of facts that pin down `_full_fingerprint` and need no llvmlite; None off Linux."""
+    import importlib.util
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_bytes()
+        spec = importlib.util.find_spec("llvmlite")
+        llvmlite_version = (Path(spec.origin).parent / "_version.py").read_bytes()
+    except (OSError, TypeError, AttributeError, ImportError):
+        return None
+    fields = (b"vendor_id", b"cpu family", b"model", b"stepping", b"flags", b"microcode")
+    cpu = sorted({line for line in cpuinfo.splitlines() if line.startswith(fields)})
+    h = hashlib.sha256(json.dumps([FORMAT_VERSION, _numba_version(), sys.implementation.cache_tag,
+                                   [os.environ.get(k, "") for k in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES",
+                                                                    "NUMBA_OPT")]]).encode())
+    h.update(llvmlite_version)
+    for line in cpu:
+        h.update(line + b"\n")
+    return h.hexdigest()[:32]
+
+
+def _full_fingerprint() -> bytes:
     import llvmlite
     ll = _llvm()
     env = {
