@@ -27,6 +27,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import dtypes as dt
+from . import numpy_refs as refs
+from .numpy_refs import py_slices
 from .graph import Node
 
 __all__ = ["Op", "OPS", "apply", "const", "f"]
@@ -235,45 +237,15 @@ _unary("sign", np.sign, "sign({0})", lambda c, g: (f.like(0, c.x),), domain="num
 _unary("exp", np.exp, "exp({0})", lambda c, g: (f.mul(g, c.y),), singular=True)
 _unary("log", np.log, "log({0})", lambda c, g: (f.div(g, c.x),), singular=True)
 _unary("log1p", np.log1p, "log1p({0})", lambda c, g: (f.div(g, f.add(c.x, f.like(1, c.x))),), singular=True)
-def _expm1_ref(x):
-    """numpy's expm1; for complex infinities, NaNs and zeros exp(z) - 1, which gives the array API's
-    special values (numpy's complex expm1 gives NaN + NaN j for the first two and -0 for -0 + 0j)."""
-    out = np.expm1(x)
-    if x.dtype.kind == "c":
-        out = np.where(np.isfinite(x) & (x != 0), out, np.exp(x) - 1).astype(x.dtype)
-    return out
-
-
-_unary("expm1", _expm1_ref, "expm1({0})", lambda c, g: (f.mul(g, f.add(c.y, f.like(1, c.y))),), singular=True)
+_unary("expm1", refs.expm1, "expm1({0})", lambda c, g: (f.mul(g, f.add(c.y, f.like(1, c.y))),), singular=True)
 _unary("sqrt", np.sqrt, "sqrt({0})", lambda c, g: (f.div(g, f.mul(c.y, f.like(2, c.y))),), singular=True)
 _unary("sin", np.sin, "sin({0})", lambda c, g: (f.mul(g, f.cos(c.x)),))
 _unary("cos", np.cos, "cos({0})", lambda c, g: (f.neg(f.mul(g, f.sin(c.x))),))
 _unary("tan", np.tan, "tan({0})",
        lambda c, g: (f.mul(g, f.add(f.like(1, c.y), f.mul(c.y, c.y))),), singular=True)
-
-
-def _tanh_ref(x):
-    """numpy's tanh; for complex z with an infinite real and finite imaginary part the array API's
-    +-1 + 0j carrying the signs of the parts (numpy's zero takes the sign of sin(2 imag))."""
-    out = np.tanh(x)
-    if x.dtype.kind == "c":
-        edge = np.isinf(x.real) & np.isfinite(x.imag)
-        fixed = np.array(np.copysign(1, x.real), dtype=x.dtype)   # an array even when 0-d
-        fixed.imag = np.copysign(0, x.imag)   # set, not added: 1j * -0.0 would lose the sign
-        out = np.where(edge, fixed, out).astype(x.dtype)
-    return out
-
-
-_unary("tanh", _tanh_ref, "tanh({0})",
+_unary("tanh", refs.tanh, "tanh({0})",
        lambda c, g: (f.mul(g, f.sub(f.like(1, c.y), f.mul(c.y, c.y))),))
-
-
-def _sigmoid_ref(x):
-    with np.errstate(over="ignore"):
-        return (1 / (1 + np.exp(-x))).astype(x.dtype)
-
-
-_unary("sigmoid", _sigmoid_ref, "sigmoid({0})",
+_unary("sigmoid", refs.sigmoid, "sigmoid({0})",
        lambda c, g: (f.mul(g, f.mul(c.y, f.sub(f.like(1, c.y), c.y))),))
 _unary("relu", lambda x: np.maximum(x, np.zeros((), x.dtype)), "relu({0})",
        lambda c, g: (f.where(f.gt(c.x, f.like(0, c.x)), g, f.like(0, g)),), domain="numeric")
@@ -284,9 +256,8 @@ _unary("isfinite", np.isfinite, "isfinite({0})", None, out="bool")
 _unary("floor", np.floor, "floor({0})", lambda c, g: (f.like(0, c.x),))
 _unary("ceil", np.ceil, "ceil({0})", lambda c, g: (f.like(0, c.x),))
 _unary("round", np.round, "round({0})", lambda c, g: (f.like(0, c.x),))
-# erf (gelu's exact form): the reference is libm's erf, as numpy has none; d/dx erf(x) = 2/sqrt(pi) exp(-x*x)
-_libm_erf = np.frompyfunc(math.erf, 1, 1)
-_unary("erf", lambda x: np.asarray(_libm_erf(x), np.float64).astype(x.dtype), "erf({0})",
+# erf (gelu's exact form): libm's erf, as numpy has none; d/dx erf(x) = 2/sqrt(pi) exp(-x*x)
+_unary("erf", refs.erf, "erf({0})",
        lambda c, g: (f.mul(g, f.mul(f.like(2 / math.sqrt(math.pi), c.x), f.exp(f.neg(f.mul(c.x, c.x))))),))
 
 
@@ -389,16 +360,7 @@ _binary("sub", np.subtract, "({0} - {1})", lambda c, g: (g, f.neg(g)))
 _binary("mul", np.multiply, "({0} * {1})", lambda c, g: (f.mul(g, c.b), f.mul(g, c.a)))
 _binary("div", np.true_divide, "({0} / {1})", _div_vjp, domain="float", singular=True)
 _binary("pow", np.power, "pow({0}, {1})", _pow_vjp, singular=True)
-def _floordiv_ref(a, b):
-    """numpy's floor_divide, except the array API's special cases with an infinite operand:
-    +-inf // finite is +-inf and finite // +-inf is a signed zero (numpy: nan and 0 or -1)."""
-    out = np.floor_divide(a, b)
-    if a.dtype.kind == "f":
-        out = np.where(np.isinf(a) | np.isinf(b), a / b, out)
-    return out
-
-
-_binary("floordiv", _floordiv_ref, "floordiv({0}, {1})",
+_binary("floordiv", refs.floordiv, "floordiv({0}, {1})",
         lambda c, g: (f.like(0, c.a), f.like(0, c.b)))
 _binary("mod", np.remainder, "mod({0}, {1})",
         lambda c, g: (g, f.neg(f.mul(g, f.floordiv(c.a, c.b)))))
@@ -499,13 +461,6 @@ def _slice_shape(srcs, slices):
     return tuple(len(range(*s)) for s in slices)
 
 
-def py_slices(slices) -> tuple:
-    """Normalised (start, stop, step) triples (from `slice.indices`) as Python slices.
-    There a -1 means 'before the front', which Python would read as 'the last element'."""
-    return tuple(slice(0, 0, 1) if not range(a, b, c) else slice(a, b if b >= 0 else None, c)
-                 for a, b, c in slices)
-
-
 def _invert(perm):
     inv = [0] * len(perm)
     for i, p in enumerate(perm):
@@ -541,15 +496,8 @@ defop("slice", MOVEMENT, 1, ref=lambda x, sl: x[py_slices(sl)], shape=_slice_sha
 # Library ops: run as whole-array calls (BLAS, copies), never fused
 # ---------------------------------------------------------------------------
 
-def _embed_ref(g, arg):
-    shape, slices = arg
-    out = np.zeros(shape, g.dtype)
-    out[py_slices(slices)] = g
-    return out
-
-
 # embed: the zero tensor of `shape` with `g` written at `slices`; the gradient of slice
-defop("embed", LIBRARY, 1, ref=_embed_ref, shape=lambda srcs, arg: tuple(arg[0]),
+defop("embed", LIBRARY, 1, ref=refs.embed, shape=lambda srcs, arg: tuple(arg[0]),
       vjp=lambda c, g: (f.slice(g, arg=c.arg[1]),))
 
 
@@ -582,22 +530,10 @@ def _take_shape(srcs, axis):
     return x[:axis] + idx + x[axis + 1:]
 
 
-def _scatter_add_ref(g, idx, arg):
-    axis, shape = arg
-    if isinstance(g, np.ndarray):
-        out = np.zeros(shape, g.dtype)
-        np.add.at(out, (slice(None),) * axis + (idx,), g)
-        return out
-    import cupy, cupyx   # noqa: E401 - a CUDA buffer: CuPy's scatter-add
-    out = cupy.zeros(shape, g.dtype)
-    cupyx.scatter_add(out, (slice(None),) * axis + (idx,), g)
-    return out
-
-
 defop("take", LIBRARY, 2, ref=lambda x, idx, axis: x.take(idx, axis=axis), shape=_take_shape,
       vjp=lambda c, g: (f.scatter_add(g, c.b, arg=(c.arg, c.x.shape)), None))
 # scatter_add: zeros of shape arg[1] plus g added at the indices along axis arg[0]
-defop("scatter_add", LIBRARY, 2, ref=_scatter_add_ref, shape=lambda srcs, arg: tuple(arg[1]),
+defop("scatter_add", LIBRARY, 2, ref=refs.scatter_add, shape=lambda srcs, arg: tuple(arg[1]),
       vjp=lambda c, g: (f.take(g, c.b, arg=c.arg[0]), None))
 
 
