@@ -58,9 +58,14 @@ def test_short_path_needs_cheap_arguments():
     # exp(x) would be computed twice per block: sin of it keeps the full reduction everywhere
     assert _calls(src, "sin_f32") == 2 and _calls(src, "sin_short_f32") == 0, src
     assert _calls(src, "tan_f32") == 1 and _calls(src, "tan_short_f32") == 1, src
-    assert src.count("far |= abs(") == 1 and "TRIG_SHORT32" in src
-    # no trig, no switch: the loop is unchanged
+    # the checks: tan's argument, and exp's (x, cheap: exp joins the switch that tan brings)
+    assert src.count("far |= not (abs(") == 2 and _calls(src, "exp_short_f32") == 1, src
+    # no trig, no switch: the loop is unchanged, exp included
     assert "far" not in render(_kernel(fa.exp(x) * 2))
+    # with trig, exp of a cheap argument joins the switch: its short version in the short loop
+    src = render(_kernel(fa.sin(x) * fa.exp(-x * x) + fa.exp(fa.tanh(x))))
+    assert _calls(src, "exp_short_f32") == 1 and _calls(src, "exp_f32") == 3, src   # exp(tanh) stays
+    assert src.count("far |= not (abs(") == 2 and "EXP_SHORT32" in src
 
 
 @pytest.fixture
@@ -71,7 +76,7 @@ def jit(monkeypatch):
 
 def _mixed_blocks(dt):
     """Blocks of 256 where most values are small and some block holds one huge, inf or nan value,
-    values next to multiples of pi/2, the short range's edge, and a ragged tail."""
+    values next to multiples of pi/2, the short ranges' edges, and a ragged tail."""
     rng = np.random.default_rng(4)
     x = rng.uniform(-3, 3, 256 * 9 + 37)
     x[256 + 17] = 1e6 if dt == np.float32 else 1e12           # block 1: beyond the short range
@@ -83,24 +88,28 @@ def _mixed_blocks(dt):
     x[5 * 256:5 * 256 + 4] = [limit, -limit, np.nextafter(dt(limit), dt(np.inf)), -limit * 1.5]
     x[6 * 256:7 * 256] = rng.uniform(-limit, limit, 256)       # block 6: the whole short range
     x[7 * 256 + 5] = -0.0
+    e = float(ml.EXP_SHORT32 if dt == np.float32 else ml.EXP_SHORT64)
+    x[7 * 256 + 6] = np.nextafter(dt(-e), dt(-np.inf))           # block 7: exp's argument just beyond
+    x[8 * 256:9 * 256] = rng.uniform(-e, e, 256)               # block 8: exp's whole short range
+    x[8 * 256:8 * 256 + 2] = [e, -e]
     return x.astype(dt)
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64], ids=["f32", "f64"])
-def test_compiled_trig_matches_the_full_range_functions_bit_for_bit(jit, dt):
+def test_compiled_short_calls_match_the_full_range_functions_bit_for_bit(jit, dt):
     sfx = "f32" if dt == np.float32 else "f64"
-    sin, cos, tan = (getattr(ml, f"{f}_{sfx}") for f in ("sin", "cos", "tan"))
+    sin, cos, tan, exp = (getattr(ml, f"{f}_{sfx}") for f in ("sin", "cos", "tan", "exp"))
     three = dt(3)
 
     @njit
     def reference(x, out):
         for i in range(x.shape[0]):
-            out[i] = (sin(x[i]) + cos(x[i]) * three) + tan(x[i])
+            out[i] = ((sin(x[i]) + cos(x[i]) * three) + tan(x[i])) + exp(-x[i])
 
     xn = _mixed_blocks(dt)
     x = fa.asarray(xn)
     with fa.profile() as p:
-        got = ((fa.sin(x) + fa.cos(x) * 3) + fa.tan(x)).numpy()
+        got = (((fa.sin(x) + fa.cos(x) * 3) + fa.tan(x)) + fa.exp(-x)).numpy()
     assert [k.tier for k in p.kernels] == ["numba"], str(p)
     want = np.empty_like(xn)
     reference(xn, want)

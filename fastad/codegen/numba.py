@@ -29,7 +29,7 @@ wrap-around, which otherwise stops LLVM from vectorizing. Intrinsics
 to Numba built-ins. Two rewrites of the body use mathlib's variants: sin and cos of one value
 become one `sincos` call (`shared_calls`), and a 1-D kernel with trig calls on cheap arguments
 loops over blocks of `_BLOCK`, running the short-reduction versions on a block whose arguments
-all lie in their range (`_short_trig`; docs/MATHLIB.md).
+all lie in their range (`_short_calls`; docs/MATHLIB.md).
 """
 from __future__ import annotations
 
@@ -326,9 +326,9 @@ def _body(kernel: Kernel) -> str:
     invariant = _invariant_statements(kernel)
     hoisted = [f"v{i} = {_stmt_source(kernel, i, index_of)}" for i in sorted(invariant)]
     shared = shared_calls(kernel, invariant)
-    # trig arguments that are cheap to compute twice: a block whose arguments all lie within the
-    # short reduction's range runs a loop with the short versions (see _short_trig)
-    short = _short_trig(kernel, invariant) if nd == 1 and (n_outer == 0 or not reductions) else {}
+    # calls with a short-range version and an argument that is cheap to compute twice: a block
+    # whose arguments all lie within those ranges runs a loop with the short versions
+    short = _short_calls(kernel, invariant) if nd == 1 and (n_outer == 0 or not reductions) else {}
     # float32 sums of a 1-D kernel accumulate in float32 vector lanes over blocks of _BLOCK elements,
     # each block added to a float64 total: no conversion per element, numpy-like (blocked) accuracy
     blocked = [k for k in reductions if nd == 1 and n_outer == 0 and kernel.outputs[k].reduce == "sum"
@@ -380,13 +380,13 @@ def _body(kernel: Kernel) -> str:
         lines += [ind + f"    blk{k} = np.float32(0)" for k in blocked]
         loop = [ind + "    for j in range(b1 - b0):", ind + "        i0 = b0 + j"]
         if short:
-            # one pass over the block computes the trig arguments (cheap by construction) and
-            # whether any lies beyond the short range (inf too; nan is handled by both versions)
+            # one pass over the block computes the arguments (cheap by construction) and whether
+            # any lies beyond its function's short range (inf and nan too)
             need = sorted(_slice(kernel, set(short.values()), invariant))
             lines += [ind + "    far = False"] + loop
             lines += [ind + f"        v{i} = {_stmt_source(kernel, i, index_of)}" for i in need]
-            lines += [ind + f"        far |= abs(v{a}) > TRIG_SHORT{_SFX[kernel.body[a].dtype.name]}"
-                      for a in sorted(set(short.values()))]
+            lines += [ind + f"        far |= not (abs(v{a}) <= {limit}{_SFX[kernel.body[a].dtype.name]})"
+                      for a, limit in sorted({(a, _SHORT[kernel.body[i].op]) for i, a in short.items()})]
             lines += [ind + "    if far:"] + ["    " + ln for ln in loop]
             lines += [ind + "            " + s for s in stmts]
             lines += [ind + "    else:"] + ["    " + ln for ln in loop]
@@ -421,7 +421,11 @@ _BLOCK = 256   # elements per float32 block sum: at most 256 / lanes sequential 
 # functions of one argument that one mathlib helper computes together (one range reduction and
 # polynomial pair), as {op: (helper, position in the helper's tuple)}
 _SHARED = {"sin": ("sincos", 0), "cos": ("sincos", 1)}
-_TRIG = ("sin", "cos", "tan")
+# ops with a short-range mathlib version (name_short_f32, exact within |x| <= LIMIT32/64), by
+# the name of that limit; only trig saves enough to pay for the second copy of the loop, so the
+# switch exists when a trig call takes part, and other short versions then join it
+_SHORT = {"sin": "TRIG_SHORT", "cos": "TRIG_SHORT", "tan": "TRIG_SHORT", "exp": "EXP_SHORT"}
+_SWITCH = ("sin", "cos", "tan")
 _EXPENSIVE = set(_MATHLIB) | set(_NP_FUNCS) | {"pow", "floordiv", "mod", "erf"}
 _SFX = {"float32": "32", "float64": "64"}
 
@@ -467,16 +471,17 @@ def _expensive(kernel: Kernel, i: int) -> bool:
     return bool(m) and m.group(1) in _EXPENSIVE
 
 
-def _short_trig(kernel: Kernel, invariant: set) -> dict:
-    """{trig statement: its argument} for the loop's sin/cos/tan calls whose argument slice has no
-    expensive call, so computing it twice per block (range check, then the loop) costs little."""
+def _short_calls(kernel: Kernel, invariant: set) -> dict:
+    """{statement: its argument} for the loop's calls with a short-range version whose argument
+    slice has no expensive call, so computing it twice per block (range check, then the loop)
+    costs little; empty unless a trig call is among them (see _SWITCH)."""
     out = {}
     for i, st in enumerate(kernel.body):
-        if st.op in _TRIG and i not in invariant and _float_arg(kernel, i):
+        if st.op in _SHORT and i not in invariant and _float_arg(kernel, i):
             a = st.srcs[0]
             if not any(_expensive(kernel, j) for j in _slice(kernel, {a}, invariant)):
                 out[i] = a
-    return out
+    return out if any(kernel.body[i].op in _SWITCH for i in out) else {}
 
 
 def accumulator_dtype(kernel: Kernel, k: int) -> np.dtype:

@@ -11,6 +11,7 @@ fastad.codegen.mathlib import exp_f32``), one function per dtype:
     exp, expm1, log, log1p, sin, cos, tan, tanh, sigmoid   -> name_f32(x), name_f64(x)
     sincos                                                 -> (sin, cos) = sincos_f32(x), ...
     sin_short, cos_short, tan_short, sincos_short          -> the same for |x| <= TRIG_SHORT32/64
+    exp_short                                              -> exp for |x| <= EXP_SHORT32/64
     pow                                                    -> pow_f32(x, y), pow_f64(x, y)
     floordiv, mod (numpy's divmod), ipow, upow (integers)  -> intops.py
 Arguments must already have exactly the function's dtype (float32 for
@@ -41,15 +42,15 @@ import hashlib
 from pathlib import Path
 
 from .f32 import *  # noqa: F401,F403  (the public names; constants below for tests and docs)
-from .f32 import TRIG_LIMIT32, TRIG_SHORT32
+from .f32 import EXP_SHORT32, TRIG_LIMIT32, TRIG_SHORT32
 from .f64 import *  # noqa: F401,F403
-from .f64 import TRIG_LIMIT64, TRIG_SHORT64
+from .f64 import EXP_SHORT64, TRIG_LIMIT64, TRIG_SHORT64
 from .intops import floordiv_f32, floordiv_f64, ipow, mod_f32, mod_f64, upow
 
 _UNARY = ("exp", "expm1", "log", "log1p", "sin", "cos", "tan", "tanh", "sigmoid", "sincos",
-          "sin_short", "cos_short", "tan_short", "sincos_short")
+          "sin_short", "cos_short", "tan_short", "sincos_short", "exp_short")
 __all__ = [f"{name}_{sfx}" for name in _UNARY + ("pow", "floordiv", "mod") for sfx in ("f32", "f64")]
-__all__ += ["ipow", "upow", "TRIG_SHORT32", "TRIG_SHORT64"]
+__all__ += ["ipow", "upow", "TRIG_SHORT32", "TRIG_SHORT64", "EXP_SHORT32", "EXP_SHORT64"]
 
 
 def source_hash(directory=Path(__file__).parent) -> str:

@@ -24,6 +24,8 @@ SPLIT32 = _f(4097.0)                               # Veltkamp: 2**12 + 1
 EP0, EP1, EP2 = _f(1.9875691500e-4), _f(1.3981999507e-3), _f(8.3334519073e-3)
 EP3, EP4, EP5 = _f(4.1665795894e-2), _f(1.6666665459e-1), _f(5.0000001201e-1)
 
+EXP_SHORT32 = _f(87.0)        # exp(+-87) and its 2^n (|n| <= 126) are normal
+
 # log f32 (Cephes logf): log(1+f) ~ f - f^2/2 + f^3 P(f) on f in [sqrt(.5)-1, sqrt(2)-1].
 LP0, LP1, LP2 = _f(7.0376836292e-2), _f(-1.1514610310e-1), _f(1.1676998740e-1)
 LP3, LP4, LP5 = _f(-1.2420140846e-1), _f(1.4249322787e-1), _f(-1.6668057665e-1)
@@ -106,6 +108,14 @@ def _exp_f32(x):
     r = (t - n * LN2A32) - n * LN2B32        # exact Cody-Waite first step
     res = _scale_f32(ONE32 + _expm1_poly_f32(r), n)
     return _select(x != x, x, res)
+
+
+@njit(**_HELPER)
+def _exp_short_f32(x):
+    """exp for |x| <= EXP_SHORT32 only: the results are normal, so 2^n is one factor and
+    no clamp or nan patch is needed; equal to _exp_f32 there, bit for bit."""
+    n = _rint(x * LOG2E32)
+    return (ONE32 + _expm1_poly_f32((x - n * LN2A32) - n * LN2B32)) * _pow2(n)
 
 
 @njit(**_HELPER)
@@ -349,6 +359,7 @@ def _pow_f32(x, y):
 
 
 exp_f32, expm1_f32 = _export(_exp_f32, _f32t), _export(_expm1_f32, _f32t)
+exp_short_f32 = _export(_exp_short_f32, _f32t)
 log_f32, log1p_f32 = _export(_log_f32, _f32t), _export(_log1p_f32, _f32t)
 sin_f32, cos_f32, tan_f32 = _export(_sin_f32, _f32t), _export(_cos_f32, _f32t), _export(_tan_f32, _f32t)
 sincos_f32 = _export(_sincos_f32, _f32t, ret=2)

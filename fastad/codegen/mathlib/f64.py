@@ -23,6 +23,8 @@ SPLIT64 = 134217729.0                              # Veltkamp: 2**27 + 1
 XP1, XP2, XP3 = 1.66666666666666019037e-01, -2.77777777770155933842e-03, 6.61375632143793436117e-05
 XP4, XP5 = -1.65339022054652515390e-06, 4.13813679705723846039e-08
 
+EXP_SHORT64 = 708.0           # exp(+-708) and its 2^n (|n| <= 1021) are normal
+
 # log f64 (fdlibm e_log.c): s = f/(2+f), log(1+f) = f - hfsq + s (hfsq + R(s^2)).
 LG1, LG2, LG3 = 6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-01
 LG4, LG5, LG6 = 2.222219843214978396e-01, 1.818357216161805012e-01, 1.531383769920937332e-01
@@ -82,6 +84,13 @@ def _exp_f64(x):
     n, hi, lo, q = _exp_reduce_f64(t)
     res = _scale_f64(ONE64 - ((lo - q) - hi), n)
     return _select(x != x, x, res)
+
+
+@njit(**_HELPER)
+def _exp_short_f64(x):
+    """exp for |x| <= EXP_SHORT64 only (normal results, one 2^n factor); see _exp_short_f32."""
+    n, hi, lo, q = _exp_reduce_f64(x)
+    return (ONE64 - ((lo - q) - hi)) * _pow2(n)
 
 
 @njit(**_HELPER)
@@ -339,6 +348,7 @@ def _pow_f64(x, y):
 
 
 exp_f64, expm1_f64 = _export(_exp_f64, _f64t), _export(_expm1_f64, _f64t)
+exp_short_f64 = _export(_exp_short_f64, _f64t)
 log_f64, log1p_f64 = _export(_log_f64, _f64t), _export(_log1p_f64, _f64t)
 sin_f64, cos_f64, tan_f64 = _export(_sin_f64, _f64t), _export(_cos_f64, _f64t), _export(_tan_f64, _f64t)
 sincos_f64 = _export(_sincos_f64, _f64t, ret=2)
