@@ -184,3 +184,22 @@ def test_the_straight_line_replay_falls_back_for_lazy_arguments(jit):
     lazy = x * 3                                  # no value yet: the general path realises it first
     assert lazy._node.buffer is None
     np.testing.assert_allclose(f(lazy).numpy(), np.tanh(x.numpy() * 3) * 2, rtol=1e-12)
+
+
+def test_eager_launches_reuse_bound_arguments_per_layout_and_constants(jit, monkeypatch):
+    from fastad.runtime.cpu import CpuBackend
+    binds = []
+    original = CpuBackend._bind_launch
+    monkeypatch.setattr(CpuBackend, "_bind_launch", lambda self, *a: binds.append(a[-1]) or original(self, *a))
+    x = fa.asarray(np.linspace(-1, 1, 300))
+    results = {}
+    for scale in (2.125, 3.375, 2.125, 3.375):     # one kernel structure, two constants
+        results.setdefault(scale, []).append((fa.tanh(x) * scale + 1).numpy())
+    for scale, outs in results.items():
+        np.testing.assert_allclose(outs[0], np.tanh(x.numpy()) * scale + 1, rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(outs[0], outs[1])
+    assert len(binds) == 2                          # bound once per constant, reused after
+    sliced = x[10:]                                 # a new layout (an offset): a new binding, right values
+    np.testing.assert_allclose((fa.tanh(sliced) * 2.125 + 1).numpy(), np.tanh(x.numpy()[10:]) * 2.125 + 1, atol=1e-15,
+                               rtol=1e-13)
+    assert len(binds) == 3

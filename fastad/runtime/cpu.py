@@ -134,6 +134,8 @@ class CpuBackend:
         self._pending: dict = {}          # kernel key -> Future of build_in_background
         self._failed: set = set()         # kernel keys whose background compile failed: numpy tier
         self._seen: dict[str, int] = {}
+        self._launchers: dict = {}        # (kernel, layout, constants) -> bound launch (`_bind_launch`)
+        self._launchers_lock = threading.Lock()
         self._threads = _thread_count()
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="fastad") if self._threads > 1 else None
         self._compiler = None             # the background compile thread, started on first use
@@ -155,6 +157,18 @@ class CpuBackend:
             profile.record_launch(kernel.name, CPU, elements, tier="numpy",
                                   compiling=kernel.key in self._pending)
             return interpret(kernel, shape, inputs, scalars, run_blocks=self._run_blocks)
+        # a launch with the same layout and constants as an earlier one reuses its bound arguments
+        key = (kernel.key, tuple(shape), tuple((off, tuple(st)) for _, off, st in inputs), tuple(scalars))
+        try:
+            launch = self._launchers.get(key)
+        except TypeError:   # an unhashable constant: no binding
+            key, launch = None, None
+        if launch is None and key is not None:
+            launch = self._bind_launch(kernel, shape, inputs, scalars, key)
+        if launch is not None:
+            results = launch([flat for flat, _, _ in inputs])
+            if results is not None:
+                return results
         outputs = self._alloc_outputs(kernel, shape)
         args = [int(s) for s in shape]
         keep = []   # buffers made contiguous here must outlive the call
@@ -182,14 +196,29 @@ class CpuBackend:
                 outputs[k][0] = merge_partials(kernel, k, list(parts[j]))
         return outputs
 
-    def replay_launcher(self, kernel, shape, inputs, scalars, out_shapes):
-        """A launch of one recorded step (`fastad.compile` replays) with everything but the buffers
-        bound once: `launch(buffers)` returns the outputs shaped as `out_shapes`, or None if the
-        kernel raised or a buffer is not C-contiguous (the caller then runs `run_kernel`, which
-        copies such buffers, and reruns a raising kernel on the numpy tier).
-        None while the kernel is not compiled yet. `inputs` are (offset, strides) per input;
-        node buffers are C-contiguous; a broadcast constant read from state is not. A kernel that runs in one slice is
-        called through a trampoline (`fastad.runtime.trampoline`): one packed argument array."""
+    def _bind_launch(self, kernel, shape, inputs, scalars, key):
+        """A bound launch for `run_kernel` (flat outputs), remembered for the most recent layouts."""
+        n_kept = math.prod(shape[: kernel.ndim - kernel.reduce_ndim])
+        sizes = [(n_kept if o.reduce else math.prod(shape),) for o in kernel.outputs]
+        # no trampolines here: generating one imports llvmlite, which a warm process avoids
+        launch = self.replay_launcher(kernel, shape, [(off, st) for _, off, st in inputs], scalars, sizes,
+                                      trampolines=False)
+        if launch is not None:
+            with self._launchers_lock:
+                self._launchers[key] = launch
+                while len(self._launchers) > 512:
+                    self._launchers.pop(next(iter(self._launchers)))   # the oldest binding
+        return launch
+
+    def replay_launcher(self, kernel, shape, inputs, scalars, out_shapes, trampolines: bool = True):
+        """A launch of one kernel layout with everything but the buffers bound once (`fastad.compile`
+        replays, and `run_kernel` for layouts it saw before): `launch(buffers)` returns the outputs
+        shaped as `out_shapes`, or None if a buffer is not C-contiguous (the caller then runs the
+        general path, which copies it). A kernel that raised runs again on the numpy tier.
+        None while the kernel is not compiled yet. `inputs` are (offset, strides) per input (node
+        buffers are C-contiguous; a broadcast constant read from state is not). A kernel that
+        runs in one slice is called through a trampoline (`fastad.runtime.trampoline`): one
+        packed argument array (`trampolines=False`: through ctypes, as `run_kernel`)."""
         from ..codegen.numba import c_arguments
         entry = self._compiled.get(kernel.key)
         if entry is None:
@@ -222,14 +251,20 @@ class CpuBackend:
         kinds = ["ptr", "ptr", "int64", "int64"] + c_arguments(kernel)
         for i in in_at + out_at + part_at:
             kinds[4 + i] = "obj"
-        call = None
-        if elements < settings.parallel_min_elements or rows < 2:
-            call = trampoline.caller(tuple(kinds))
+        single = elements < settings.parallel_min_elements or rows < 2   # as `_launch` splits
+        call = trampoline.caller(tuple(kinds)) if trampolines and single else None
+        fn, slots = entry.fn, entry.slots
         full, acc, name, address, pooled = entry.full, entry.acc, kernel.name, entry.address, buffer_pool.empty
 
         def outputs():
             return [pooled(count, dt).reshape(oshape) if pool else np.empty(oshape, dt)
                     for oshape, dt, pool, count in outs]
+
+        def rerun(buffers):
+            # the kernel raised (e.g. an integer to a negative power): the numpy tier defines the
+            # semantics, so it runs the kernel again and raises numpy's error or returns its result
+            flat = [(b.reshape(-1), off, st) for b, (off, st) in zip(buffers, inputs)]
+            return [r.reshape(oshape) for r, (oshape, _, _, _) in zip(interpret(kernel, shape, flat, scalars), outs)]
 
         if call is not None:
             packed = np.array([entry.slots, entry.slots + 16, 0, rows]
@@ -258,7 +293,7 @@ class CpuBackend:
                 if profile._active:
                     launched(name, CPU, elements, tier="numba")
                 if call(address, id(a)) not in (0, -2):
-                    return None
+                    return rerun(buffers)
                 for p, (_, _, k) in zip(parts, part_slots):
                     results[k][()] = p[0]   # one element, whatever its shape
                 return results
@@ -273,10 +308,18 @@ class CpuBackend:
             results = outputs()
             for i, r in zip(out_at, results):
                 a[i] = data_address(r)
-            profile.record_launch(name, CPU, elements, tier="numba")
+            if profile._active:
+                profile.record_launch(name, CPU, elements, tier="numba")
+            if single:   # one slice on this thread, as `_launch` would run it, without its set-up
+                parts = [np.empty(1, d) for d in acc]
+                if fn(slots, slots + 16, 0, rows, *a, *[data_address(p) for p in parts]) not in (0, -2):
+                    return rerun(buffers)
+                for p, k in zip(parts, full):
+                    results[k][()] = p[0]
+                return results
             parts = self._launch(entry, rows, elements, a)
             if parts is None:
-                return None
+                return rerun(buffers)
             for j, k in enumerate(full):
                 results[k].reshape(-1)[0] = merge_partials(kernel, k, list(parts[j]))
             return results
