@@ -37,7 +37,7 @@ DESCRIPTIONS = {
     "seed": "per iteration: x = tensor(5.0, requires_grad=True); y = x**2; y.backward(); float(x.grad)",
     "mlp": "SGD step of a 784-256-10 relu MLP, batch 256, softmax cross-entropy (logsumexp, max-subtracted)",
     "firstcall": "the chain's value+grad in a fresh Python process: wall time of the whole process, start-up "
-                 "included (N=1M; --quick: 100k)",
+                 "included (N=1M and 10M; --quick: 100k)",
 }
 
 # Tolerances of the correctness checks (float32 results against float64 references).
