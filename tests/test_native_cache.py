@@ -253,3 +253,30 @@ def test_a_finished_process_does_not_wait_for_its_background_compile(cache_root)
     while not list(folder.glob("*.o")) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert list(folder.glob("*.o"))
+
+
+def test_at_exit_the_running_compile_gets_its_input_and_the_queued_ones_go_to_one_process(monkeypatch):
+    import threading
+    from fastad.runtime import cpu
+    release, spawned_jobs = threading.Event(), []
+
+    def slow_build(kernel, source, spawned=None):   # stands in for a compile process that is running
+        spawned()
+        release.wait(30)
+        return None
+
+    monkeypatch.setattr(cpu, "build_in_background", slow_build)
+    monkeypatch.setattr(cpu, "spawn", lambda jobs, wait: spawned_jobs.append((list(jobs), wait)))
+    monkeypatch.setattr(cpu, "compile_hint", lambda kernel: f"hint-{kernel}")
+    worker = cpu._CompileThread()
+    try:
+        running = worker.submit("k0", "source 0")
+        queued = [worker.submit(f"k{i}", f"source {i}") for i in (1, 2, 3)]
+        while not running.running():
+            threading.Event().wait(0.01)
+        worker._at_exit()
+        assert spawned_jobs == [([(f"source {i}", f"hint-k{i}") for i in (1, 2, 3)], False)]
+        assert all(f.cancelled() for f in queued) and not running.done()
+    finally:
+        release.set()
+    assert running.result(timeout=30) is None
