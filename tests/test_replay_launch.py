@@ -203,3 +203,20 @@ def test_eager_launches_reuse_bound_arguments_per_layout_and_constants(jit, monk
     np.testing.assert_allclose((fa.tanh(sliced) * 2.125 + 1).numpy(), np.tanh(x.numpy()[10:]) * 2.125 + 1, atol=1e-15,
                                rtol=1e-13)
     assert len(binds) == 3
+
+
+def test_without_a_trampoline_replays_go_through_ctypes(jit, monkeypatch):
+    def broken(kinds):
+        raise RuntimeError("this LLVM cannot parse the trampoline")
+    monkeypatch.setattr(trampoline, "_CALLERS", {})
+    monkeypatch.setattr(trampoline, "_build", broken)
+    x = fa.asarray(np.linspace(-1, 1, 100).astype(np.float32), requires_grad=True)
+
+    def vg(x):
+        y = fa.sum(fa.tanh(x) * x)
+        y.backward()
+        g = x.grad
+        x.grad = None
+        return y, g
+    _check_replays(vg, x)
+    assert trampoline.caller(("ptr", "ptr", "int64", "int64")) is None

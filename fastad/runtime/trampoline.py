@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import threading
 
 import numpy as np
@@ -27,6 +28,7 @@ __all__ = ["caller", "pack_scalar", "usable", "DATA_OFFSET"]
 
 DATA_OFFSET = object.__basicsize__   # the data pointer follows the object header in numpy's array struct
 _LOCK = threading.Lock()
+_log = logging.getLogger(__name__)
 _LLVM = {"ptr": "ptr", "obj": "ptr", "int64": "i64", "uint64": "i64", "int32": "i32", "uint32": "i32",
          "int16": "i16", "uint16": "i16", "int8": "i8", "uint8": "i8", "bool": "i8",
          "float32": "float", "float64": "double"}
@@ -78,16 +80,26 @@ def caller(kinds: tuple):
     with _LOCK:
         found = _CALLERS.get(kinds)
         if found is None:
-            from .native import _llvm, _target
-            ll = _llvm()
-            module = ll.parse_assembly(_source(kinds))
-            module.verify()
-            engine = ll.create_mcjit_compiler(module, _target().create_target_machine(jit=True))
-            engine.finalize_object()
-            address = engine.get_function_address("trampoline")
-            call = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p)(address)
-            found = _CALLERS[kinds] = (call, engine)   # the engine owns the code
+            try:
+                found = _build(kinds)
+            except Exception as exc:   # e.g. an LLVM older than opaque pointers: launches use ctypes
+                _log.info("fastad: no launch trampoline (%s: %s)", type(exc).__name__, exc)
+                found = (None, None)
+            _CALLERS[kinds] = found
         return found[0]
+
+
+def _build(kinds: tuple) -> tuple:
+    from .native import _llvm, _target
+    ll = _llvm()
+    module = ll.parse_assembly(_source(kinds))
+    module.verify()
+    engine = ll.create_mcjit_compiler(module, _target().create_target_machine(jit=True))
+    engine.finalize_object()
+    address = engine.get_function_address("trampoline")
+    if not address:
+        raise LookupError("trampoline symbol not found")
+    return ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p)(address), engine  # the engine owns the code
 
 
 def pack_scalar(value, kind: str) -> int:
