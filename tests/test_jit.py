@@ -99,6 +99,24 @@ def test_tiering_runs_numpy_first_then_compiles_in_the_background(fresh_backend,
     assert [r[1] for r in runs] == [0, 0, 1], runs
 
 
+def test_background_compile_in_a_thread_when_asked(fresh_backend, monkeypatch):
+    # FASTAD_COMPILE_PROCESS=0: Numba compiles on the (daemon) compile thread of this process
+    monkeypatch.setenv("FASTAD_COMPILE_PROCESS", "0")
+    monkeypatch.setattr(settings, "jit_min_elements", 1)
+    x = fa.asarray(np.linspace(-1, 1, 11), requires_grad=True)
+    tiers = []
+    for _ in range(2):
+        y = fa.sum(fa.sin(x) * 2.5 + x)
+        with fa.profile() as p:
+            y.backward()
+        tiers.append([l.tier for l in p.kernels])
+        np.testing.assert_allclose(x.grad.numpy(), 2.5 * np.cos(np.linspace(-1, 1, 11)) + 1, rtol=1e-12)
+        x.grad = None
+        assert fa.runtime.cpu.wait_for_compiles(timeout=300)
+    assert tiers == [["numpy"], ["numba"]], tiers
+    assert fresh_backend._compile_thread()._thread_is_daemon()
+
+
 def test_first_large_call_never_waits_and_agrees_with_compiled(fresh_backend, monkeypatch):
     monkeypatch.setattr(settings, "jit_min_elements", 1000)
     xn = np.random.default_rng(5).uniform(-3, 3, 300_001).astype(np.float32)
