@@ -78,6 +78,9 @@ def _fastad_pythonpath() -> str:
 
 def _run_process(argv, env_extra: dict, timeout: float = 600.0) -> dict:
     env = dict(os.environ)
+    # a fresh process of an installed package finds its bytecode (pip compiles it at install);
+    # where the environment forbids writing it, every child would compile fastad from source
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPATH"] = _fastad_pythonpath()
     env.update(env_extra)
     t0 = time.perf_counter()
