@@ -157,53 +157,28 @@ class CpuBackend:
             profile.record_launch(kernel.name, CPU, elements, tier="numpy",
                                   compiling=kernel.key in self._pending)
             return interpret(kernel, shape, inputs, scalars, run_blocks=self._run_blocks)
+        # the entry point reads flat[offset + ...]: a strided buffer is copied first
+        buffers = [flat if flat.ndim == 1 and (flat.strides[0] == flat.itemsize or flat.size <= 1)
+                   else np.ascontiguousarray(flat).reshape(-1) for flat, _, _ in inputs]
         # a launch with the same layout and constants as an earlier one reuses its bound arguments
         key = (kernel.key, tuple(shape), tuple((off, tuple(st)) for _, off, st in inputs), tuple(scalars))
         try:
             launch = self._launchers.get(key)
-        except TypeError:   # an unhashable constant: no binding
+        except TypeError:   # an unhashable constant: bound for this call only
             key, launch = None, None
-        if launch is None and key is not None:
+        if launch is None:
             launch = self._bind_launch(kernel, shape, inputs, scalars, key)
-        if launch is not None:
-            results = launch([flat for flat, _, _ in inputs])
-            if results is not None:
-                return results
-        outputs = self._alloc_outputs(kernel, shape)
-        args = [int(s) for s in shape]
-        keep = []   # buffers made contiguous here must outlive the call
-        for (flat, offset, strides), inp in zip(inputs, kernel.inputs):
-            if flat.ndim != 1 or (flat.strides[0] != flat.itemsize and flat.size > 1):
-                flat = np.ascontiguousarray(flat).reshape(-1)   # the entry point reads flat[offset + ...]
-                keep.append(flat)
-            args += [flat.ctypes.data, int(offset)] + [int(s) for s, c in zip(strides, inp.pattern) if c == "n"]
-        args += [o.ctypes.data for o in outputs]
-        for v, d in zip(scalars, kernel.scalars):
-            if d.kind == "c":
-                v = complex(v)
-                args += [v.real, v.imag]
-            else:
-                args.append(int(v) if d.kind in "biu" else float(v))
-        profile.record_launch(kernel.name, CPU, elements, tier="numba")
-        parts = self._launch(entry, shape[0], elements, args)
-        del keep
-        if parts is None:
-            # the compiled kernel raised (e.g. an integer to a negative power): the numpy tier defines
-            # the semantics, so it runs the kernel again and raises numpy's error or returns its result
-            return interpret(kernel, shape, inputs, scalars)
-        if entry.full:
-            for j, k in enumerate(entry.full):
-                outputs[k][0] = merge_partials(kernel, k, list(parts[j]))
-        return outputs
+        return launch(buffers)
 
     def _bind_launch(self, kernel, shape, inputs, scalars, key):
-        """A bound launch for `run_kernel` (flat outputs), remembered for the most recent layouts."""
+        """A bound launch for `run_kernel` (flat outputs), remembered for the most recent layouts
+        (`key` None: not remembered)."""
         n_kept = math.prod(shape[: kernel.ndim - kernel.reduce_ndim])
         sizes = [(n_kept if o.reduce else math.prod(shape),) for o in kernel.outputs]
         # no trampolines here: generating one imports llvmlite, which a warm process avoids
         launch = self.replay_launcher(kernel, shape, [(off, st) for _, off, st in inputs], scalars, sizes,
                                       trampolines=False)
-        if launch is not None:
+        if key is not None:
             with self._launchers_lock:
                 self._launchers[key] = launch
                 while len(self._launchers) > 512:
@@ -212,9 +187,9 @@ class CpuBackend:
 
     def replay_launcher(self, kernel, shape, inputs, scalars, out_shapes, trampolines: bool = True):
         """A launch of one kernel layout with everything but the buffers bound once (`fastad.compile`
-        replays, and `run_kernel` for layouts it saw before): `launch(buffers)` returns the outputs
-        shaped as `out_shapes`, or None if a buffer is not C-contiguous (the caller then runs the
-        general path, which copies it). A kernel that raised runs again on the numpy tier.
+        replays, and every compiled `run_kernel` launch): `launch(buffers)` returns the outputs
+        shaped as `out_shapes`, or None if a buffer is not C-contiguous (`run_kernel` copies
+        such buffers first). A kernel that raised runs again on the numpy tier.
         None while the kernel is not compiled yet. `inputs` are (offset, strides) per input (node
         buffers are C-contiguous; a broadcast constant read from state is not). A kernel that
         runs in one slice is called through a trampoline (`fastad.runtime.trampoline`): one
@@ -224,8 +199,6 @@ class CpuBackend:
         if entry is None:
             return None
         elements = math.prod(shape)
-        if elements == 0:
-            return None
         rows = shape[0]
         n_kept = math.prod(shape[: kernel.ndim - kernel.reduce_ndim])
         outs = []
@@ -241,7 +214,7 @@ class CpuBackend:
             args += [0, int(offset)] + [int(s) for s, c in zip(strides, inp.pattern) if c == "n"]
         out_at = list(range(len(args), len(args) + len(outs)))
         args += [0] * len(outs)
-        for v, d in zip(scalars, kernel.scalars):
+        for v, d in zip(scalars, kernel.scalars):   # C scalars: complex as (real, imag), bool as uint8
             if d.kind == "c":
                 v = complex(v)
                 args += [v.real, v.imag]
@@ -256,9 +229,15 @@ class CpuBackend:
         fn, slots = entry.fn, entry.slots
         full, acc, name, address, pooled = entry.full, entry.acc, kernel.name, entry.address, buffer_pool.empty
 
-        def outputs():
-            return [pooled(count, dt).reshape(oshape) if pool else np.empty(oshape, dt)
-                    for oshape, dt, pool, count in outs]
+        if any(pool for _, _, pool, _ in outs):
+            def outputs():
+                return [pooled(count, dt).reshape(oshape) if pool else np.empty(oshape, dt)
+                        for oshape, dt, pool, count in outs]
+        else:   # small outputs only: malloc's heap reuses them already
+            shapes, empty = [(oshape, dt) for oshape, dt, _, _ in outs], np.empty
+
+            def outputs():
+                return [empty(oshape, dt) for oshape, dt in shapes]
 
         def rerun(buffers):
             # the kernel raised (e.g. an integer to a negative power): the numpy tier defines the
@@ -267,13 +246,11 @@ class CpuBackend:
             return [r.reshape(oshape) for r, (oshape, _, _, _) in zip(interpret(kernel, shape, flat, scalars), outs)]
 
         if call is not None:
-            packed = np.array([entry.slots, entry.slots + 16, 0, rows]
+            packed = np.array([slots, slots + 16, 0, rows]
                               + [trampoline.pack_scalar(v, k) for v, k in zip(args, kinds[4:])]
                               + [0] * len(part_at), np.int64)
             in_at, out_at, part_at = ([4 + i for i in at] for at in (in_at, out_at, part_at))
 
-            small = [(oshape, dt) for oshape, dt, pool, _ in outs] if not any(o[2] for o in outs) else None
-            empty, launched = np.empty, profile.record_launch
             part_slots = list(zip(part_at, acc, full))
 
             def launch(buffers):
@@ -282,16 +259,16 @@ class CpuBackend:
                     if not b.flags.c_contiguous:   # e.g. a broadcast constant: the general path copies it
                         return None
                     a[i] = id(b)
-                results = [empty(oshape, dt) for oshape, dt in small] if small is not None else outputs()
+                results = outputs()
                 for i, r in zip(out_at, results):
                     a[i] = id(r)
                 parts = []
                 for i, d, _ in part_slots:
-                    p = empty(1, d)
+                    p = np.empty(1, d)
                     a[i] = id(p)
                     parts.append(p)
                 if profile._active:
-                    launched(name, CPU, elements, tier="numba")
+                    profile.record_launch(name, CPU, elements, tier="numba")
                 if call(address, id(a)) not in (0, -2):
                     return rerun(buffers)
                 for p, (_, _, k) in zip(parts, part_slots):
@@ -450,13 +427,6 @@ class CpuBackend:
             return False
         seen = self._seen[kernel.key] = self._seen.get(kernel.key, 0) + 1
         return elements >= settings.jit_min_elements or seen >= settings.jit_after_calls
-
-    @staticmethod
-    def _alloc_outputs(kernel, shape) -> list:
-        n_all = math.prod(shape)
-        n_kept = math.prod(shape[: kernel.ndim - kernel.reduce_ndim])
-        # large outputs reuse pooled buffers nobody holds any more (no page faults on first touch)
-        return [buffer_pool.empty(n_kept if o.reduce else n_all, o.dtype.np) for o in kernel.outputs]
 
     # ---- library calls ----------------------------------------------------
     def run_library(self, op: str, arg, inputs, device=None):
