@@ -14,6 +14,7 @@ import fastad as fa
 from fastad.config import settings
 from fastad.runtime import trampoline
 from fastad.runtime.cpu import data_address
+from test_compile import _sgd_step
 
 
 @pytest.fixture
@@ -41,6 +42,17 @@ def _check_replays(fn, *args, calls=3):
     return compiled
 
 
+def _value_and_grad(loss):
+    """A step returning loss(x) and its gradient, leaving x.grad cleared (the compiled form rebinds it)."""
+    def vg(x):
+        y = loss(x)
+        y.backward()
+        g = x.grad
+        x.grad = None
+        return y, g
+    return vg
+
+
 def test_the_data_address_reader_agrees_with_ctypes():
     assert trampoline.usable()
     for a in [np.arange(5.0), np.zeros((3, 4), np.float32)[1:], np.arange(10, dtype=np.int16)[3:7], np.empty(0)]:
@@ -58,14 +70,7 @@ def test_scalars_pack_to_their_bit_patterns(kind, value):
 
 def test_a_value_and_gradient_with_a_full_reduction(jit):
     x = fa.asarray(np.linspace(-2, 2, 1000, dtype=np.float32), requires_grad=True)
-
-    def vg(x):
-        y = fa.sum(fa.sin(x) * fa.exp(-x * x) + fa.tanh(3 * x) * x)
-        y.backward()
-        g = x.grad
-        x.grad = None
-        return y, g
-    _check_replays(vg, x)
+    _check_replays(_value_and_grad(lambda x: fa.sum(fa.sin(x) * fa.exp(-x * x) + fa.tanh(3 * x) * x)), x)
 
 
 def test_a_zero_dimensional_step(jit):
@@ -110,14 +115,7 @@ def test_broadcast_and_offset_inputs(jit):
 def test_sliced_runs_on_the_pool_match(jit, monkeypatch):
     monkeypatch.setattr(settings, "parallel_min_elements", 64)
     x = fa.asarray(np.linspace(-3, 3, 4000), requires_grad=True)
-
-    def vg(x):
-        y = fa.sum(fa.tanh(x) * x)
-        y.backward()
-        g = x.grad
-        x.grad = None
-        return y, g
-    _check_replays(vg, x)
+    _check_replays(_value_and_grad(lambda x: fa.sum(fa.tanh(x) * x)), x)
 
 
 def test_a_raising_kernel_raises_numpys_error_on_replay(jit):
@@ -149,22 +147,11 @@ def test_a_broadcast_constant_read_from_state_is_not_read_as_a_full_buffer(jit):
     np.testing.assert_allclose(f(x).numpy(), np.sin(x.numpy()) * 3, rtol=1e-6, atol=1e-6)
 
 
-def _sgd(w):
-    def step(x, lr):
-        loss = fa.sum((x * w - 1.0) ** 2)
-        loss.backward()
-        with fa.no_grad():
-            w.sub_(lr * w.grad)
-        w.grad = None
-        return loss
-    return step
-
-
 def test_a_program_of_compiled_kernels_replays_as_one_straight_line_function(jit):
     xs = [fa.asarray(np.linspace(-1, 1, 50).astype(np.float32) * (i + 1)) for i in range(6)]
     w_eager = fa.asarray(np.ones(50, np.float32), requires_grad=True)
     w = fa.asarray(np.ones(50, np.float32), requires_grad=True)
-    eager, compiled = _sgd(w_eager), fa.compile(_sgd(w))
+    eager, compiled = _sgd_step(w_eager), fa.compile(_sgd_step(w))
     for i, x in enumerate(xs * 2):
         lr = 0.01 / (i + 1)                     # a float argument: a 0-d tensor inside, read per call
         np.testing.assert_array_equal(compiled(x, lr).numpy(), eager(x, lr).numpy())
@@ -211,12 +198,5 @@ def test_without_a_trampoline_replays_go_through_ctypes(jit, monkeypatch):
     monkeypatch.setattr(trampoline, "_CALLERS", {})
     monkeypatch.setattr(trampoline, "_build", broken)
     x = fa.asarray(np.linspace(-1, 1, 100).astype(np.float32), requires_grad=True)
-
-    def vg(x):
-        y = fa.sum(fa.tanh(x) * x)
-        y.backward()
-        g = x.grad
-        x.grad = None
-        return y, g
-    _check_replays(vg, x)
+    _check_replays(_value_and_grad(lambda x: fa.sum(fa.tanh(x) * x)), x)
     assert trampoline.caller(("ptr", "ptr", "int64", "int64")) is None
