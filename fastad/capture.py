@@ -296,14 +296,9 @@ class _Program:
 
     def _straight_line(self):
         """The generated replay (`fastad.replay`) once every kernel step has a bound launch, else None."""
-        launchers = []
-        for st in self.steps:
-            fast = st[8]
-            if fast[0] is None and fast[1] is not None:
-                fast[0] = fast[1]()
-            if fast[0] is None:
-                return None      # not compiled yet: tried again at the next call
-            launchers.append(fast[0])
+        launchers = [_bound_launch(st[8]) for st in self.steps]
+        if None in launchers:
+            return None      # not compiled yet: tried again at the next call
         steps, rebinds, outputs, key = self.resolved
         self.straight = straight_line(steps, launchers, rebinds, outputs, self.rebuild, key,
                                       (_deps()[4], _deps()[5]))
@@ -336,9 +331,7 @@ class _Program:
                 kind = st[0]
                 if kind == 0:
                     _, run_kernel, kernel, shape, ins, scalars, outs, device, fast, out_ids = st
-                    launch = fast[0]
-                    if launch is None and fast[1] is not None:
-                        launch = fast[0] = fast[1]()
+                    launch = _bound_launch(fast)
                     if launch is not None:
                         results = launch([read(env, leaves) for read, _, _ in ins])
                         if results is not None:
@@ -372,6 +365,14 @@ class _Program:
         outs = [v if read is None else Tensor(_node_for(read, s, env, leaves, v, dtype, device))
                 for read, s, v, dtype, device in self.output_readers]
         return self.rebuild(outs)
+
+
+def _bound_launch(fast: list):
+    """A kernel step's bound launch ([launch, make]): made by `make` once the kernel is compiled
+    (None until then, and on backends without bound launches)."""
+    if fast[0] is None and fast[1] is not None:
+        fast[0] = fast[1]()
+    return fast[0]
 
 
 def _run_reference(op, arg, operands, device=None):
@@ -578,9 +579,8 @@ class _Compiled:
                 if (node.shape, node.dtype, node.device) != shapes[id(t)]:
                     return False
             return True
-        if not state:
-            state_guard = None
-        self.programs[key] = _Program(steps, state, rebinds, outputs, out_rebuild, state_guard, key)
+        self.programs[key] = _Program(steps, state, rebinds, outputs, out_rebuild, state_guard if state else None,
+                                      key)
         return result
 
 
