@@ -334,7 +334,7 @@ def _body(kernel: Kernel) -> str:
     blocked = [k for k in reductions if nd == 1 and n_outer == 0 and kernel.outputs[k].reduce == "sum"
                and kernel.outputs[k].dtype is dt.float32]
 
-    def loop_body(fast: bool) -> list:
+    def loop_body(fast: bool, updates: bool = True) -> list:
         out = []
         for i in range(len(kernel.body)):
             if i in invariant or (i in shared and i != min(shared[i][1])):
@@ -348,6 +348,8 @@ def _body(kernel: Kernel) -> str:
                 out.append(f"v{i} = {_stmt_source(kernel, i, index_of)}")
         out += [f"out{k}[{flat_index(list(range(nd)))}] = {_stored(f'v{o.value}', o.dtype)}"
                 for k, o in enumerate(kernel.outputs) if not o.reduce]
+        if not updates:
+            return out
         out += [_update(kernel.outputs[k].reduce, f"blk{k}" if k in blocked else f"acc{k}",
                         f"v{kernel.outputs[k].value}") for k in reductions]
         # the max/min update above drops nans; count them so the result can still be nan, as in numpy
@@ -372,6 +374,8 @@ def _body(kernel: Kernel) -> str:
                   for j, k in enumerate(full)]
         lines.append("        return")
         lines += ["    " + h for h in hoisted]
+    if _column_form(kernel):
+        return "\n".join(lines + _column_loops(kernel, loop_body(False, updates=False), reductions, extrema))
     ind = "    "
     if n_outer == 0:
         lines += inits(ind)
@@ -417,6 +421,56 @@ def _body(kernel: Kernel) -> str:
 
 
 _BLOCK = 256   # elements per float32 block sum: at most 256 / lanes sequential float32 adds per lane
+_TILE = 512    # kept indices per tile of the column form (accumulators in the stack frame: 4 KiB at 8 bytes)
+
+
+def _column_form(kernel: Kernel) -> bool:
+    """Whether to render the loops interchanged (`_column_loops`): one kept and one reduced dim,
+    inputs contiguous along the kept dim and none along the reduced one (a sum over axis 0 of a
+    C-contiguous matrix), and accumulators that the stack tile can hold (real numbers)."""
+    if kernel.ndim != 2 or kernel.reduce_ndim != 1:
+        return False
+    reduced = [o for o in kernel.outputs if o.reduce]
+    pats = [inp.pattern for inp in kernel.inputs]
+    return (bool(reduced) and any(p[0] == "1" for p in pats) and not any(p[1] == "1" for p in pats)
+            and all(o.dtype.kind in "iuf" for o in reduced))
+
+
+def _column_loops(kernel: Kernel, stmts: list, reductions: list, extrema: list) -> list:
+    """The column form of a 2-D reduction over dim 1: per tile of kept indices i0, a tile of
+    accumulators in the stack frame (`mathlib.stack_array`), a pass over the reduced index i1
+    whose inner loop runs over the tile's contiguous i0 (independent accumulators: it vectorizes),
+    then the tile's results. Each output still accumulates over i1 in order, as in the row form,
+    so results are identical; a float max/min keeps a NaN once it has seen one (the sticky update
+    below), then reports numpy's NaN as the row form's NaN count does."""
+    lines = []
+    for k in reductions:
+        o = kernel.outputs[k]
+        T = _acc_type(o.reduce, o.dtype)
+        # identities and a zero LLVM cannot see: the init loop is not a memset nor the copy-out a memcpy
+        lines += [f"    tile{k} = stack_array({_TILE}, {T})", f"    id{k} = opaque({_identity(o.reduce, o.dtype)})",
+                  f"    z{k} = opaque({T}(0))"]
+    lines += [f"    for t0 in range(lo, hi, {_TILE}):", f"        nt = min(t0 + {_TILE}, hi) - t0",
+              "        for j in range(nt):"]
+    lines += [f"            tile{k}[j] = id{k}" for k in reductions]
+    lines += ["        for i1 in range(s1):", "            for j in range(nt):", "                i0 = t0 + j"]
+    lines += ["                " + s for s in stmts]
+    for k in reductions:
+        o, v = kernel.outputs[k], f"v{kernel.outputs[k].value}"
+        lines.append(f"                acc{k} = tile{k}[j]")
+        if k in extrema:   # branch-free: a NaN value replaces the accumulator, nothing replaces a NaN
+            cmp = ">" if o.reduce == "max" else "<"
+            lines.append(f"                acc{k} = {v} if ({v} {cmp} acc{k}) | ({v} != {v}) else acc{k}")
+        else:
+            lines.append("                " + _update(o.reduce, f"acc{k}", v))
+        lines.append(f"                tile{k}[j] = acc{k}")
+    lines += ["        for j in range(nt):", "            i0 = t0 + j"]
+    for k in reductions:
+        o = kernel.outputs[k]
+        # x - 0 is x, NaN and -0.0 included
+        res = f"tile{k}[j] - z{k}" if k not in extrema else f"tile{k}[j] if tile{k}[j] == tile{k}[j] else np.nan"
+        lines.append(f"            out{k}[U(i0)] = " + _stored(f"{_np_type(o.dtype)}({res})", o.dtype))
+    return lines
 
 # functions of one argument that one mathlib helper computes together (one range reduction and
 # polynomial pair), as {op: (helper, position in the helper's tuple)}

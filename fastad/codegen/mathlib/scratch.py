@@ -1,0 +1,52 @@
+"""mathlib.scratch: stack memory and an optimization barrier for Numba-generated kernels.
+
+`stack_array(n, dtype)` returns a `CPointer(dtype)` to `n` elements (an integer literal) of
+uninitialized memory in the calling function's stack frame. Kernels compile with `_nrt=False`
+(no `np.empty`); the column form of reductions (`fastad.codegen.numba`) keeps a tile of
+accumulators here. The memory is one `alloca` in the function's entry block, so it is allocated
+once per call however often the expression runs, needs no external symbol, and lives until the
+function returns. A non-literal size or a non-numeric dtype is a Numba TypingError.
+
+`opaque(x)` returns `x` unchanged through an empty inline-asm statement. Kernels must not call
+`memset`/`memcpy` (their object code is linked without a C library, `fastad.runtime.native`), and
+LLVM turns loops that store a constant (or copy between non-aliasing arrays) into such calls;
+a value that LLVM cannot see through stops that.
+"""
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+__all__ = ["stack_array", "opaque"]
+
+
+@intrinsic
+def stack_array(typingctx, n, dtype):
+    if not (isinstance(n, types.IntegerLiteral) and n.literal_value > 0
+            and isinstance(dtype, types.NumberClass) and isinstance(dtype.instance_type, types.Number)):
+        return None
+    elem, count = dtype.instance_type, n.literal_value
+
+    def codegen(context, builder, sig, args):
+        ty = context.get_data_type(elem)
+        ptr = cgutils.alloca_once(builder, ty, size=count)   # entry block: once per call
+        ptr.align = 64
+        return ptr
+    return types.CPointer(elem)(n, dtype), codegen
+
+
+@intrinsic
+def opaque(typingctx, x):
+    """`x` unchanged, passed through an empty inline-asm statement: the optimizer cannot see its
+    value. A kernel stores its reduction identities through this so that LLVM does not turn a
+    loop of constant stores into a call to `memset` (an external symbol: see the docstring)."""
+    if not isinstance(x, (types.Integer, types.Float)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ty = args[0].type
+        bits = ir.IntType(x.bitwidth)
+        as_int = builder.bitcast(args[0], bits) if isinstance(x, types.Float) else args[0]
+        out = builder.asm(ir.FunctionType(bits, [bits]), "", "=r,0", [as_int], side_effect=False)
+        return builder.bitcast(out, ty) if isinstance(x, types.Float) else out
+    return x(x), codegen
