@@ -1,0 +1,162 @@
+"""The column form of compiled reductions (fastad.codegen.numba._column_loops): a reduction over a
+strided axis (axis 0 of a C-contiguous matrix) runs with interchanged loops over a stack tile of
+accumulators. Compiled results against numpy, the dispatch between column and row form, NaN in
+max/min, shapes around the tile size, and bit-identical results however the kept dim is sliced."""
+import sys
+
+import numpy as np
+import pytest
+
+import fastad as fa
+from fastad.codegen import numba as cg
+from fastad.config import settings
+from fastad.schedule import plan
+
+
+@pytest.fixture
+def jit(monkeypatch):
+    """Compile every kernel (no numpy tier), small graphs included, for the duration of a test."""
+    monkeypatch.setattr(settings, "cpu_mode", "jit")
+    monkeypatch.setattr(settings, "small_graph_elements", 0)
+    yield
+
+
+def _compiled(t, form="stack_array("):
+    """t's value, checking that its one kernel has the column form and ran compiled."""
+    from fastad.device import CPU
+    from fastad.runtime import backend_for
+    k = _kernel(t)
+    assert form in cg.render(k)
+    value = t.numpy()
+    assert backend_for(CPU).tier_of(k) == "compiled"
+    return value
+
+
+def _kernel(t):
+    (step,) = plan([t._node]).kernels()
+    return step.kernel
+
+
+# shapes: fewer kept indices than a tile, more than one tile (1000 > 512), one reduced row, odd sizes
+SHAPES = [(7, 1000), (300, 3), (1, 5), (513, 17), (2, 1025)]
+NP = {"sum": np.sum, "prod": np.prod, "max": np.max, "min": np.min}
+FA = {"sum": fa.sum, "prod": fa.prod, "max": fa.max, "min": fa.min}
+
+
+def _data(shape, dtype, seed):
+    # values near 1 keep long products finite; negative values exercise max/min
+    return np.random.default_rng(seed).uniform(-1.05, 1.05, shape).astype(dtype)
+
+
+def test_axis0_renders_the_column_form_and_axis1_the_row_form():
+    rng = np.random.default_rng(0)
+    a = fa.asarray(rng.random((40, 50), np.float32))
+    col, row = cg.render(_kernel(fa.sum(a, axis=0))), cg.render(_kernel(fa.sum(a, axis=1)))
+    assert "stack_array(" in col and "for t0 in range(lo, hi, " in col
+    assert "stack_array(" not in row and "for t0" not in row
+    # a prologue still reads the matrix down its columns
+    b = fa.asarray(rng.random((40, 50), np.float32))
+    assert "stack_array(" in cg.render(_kernel(fa.sum(fa.exp(a) * b, axis=0)))
+    # a transposed view: contiguous along the reduced dim, so the row form reads it best
+    assert "stack_array(" not in cg.render(_kernel(fa.sum(fa.asarray(rng.random((50, 40), np.float32)).T, axis=0)))
+    # 1-D full reductions keep their own (blocked) form
+    assert "stack_array(" not in cg.render(_kernel(fa.sum(fa.asarray(rng.random(5000, np.float32)))))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("op", ["sum", "prod", "max", "min"])
+def test_compiled_column_reductions_match_numpy(jit, op, dtype):
+    for i, shape in enumerate(SHAPES):
+        x = _data(shape, dtype, i)
+        got = _compiled(FA[op](fa.asarray(x), axis=0))
+        assert got.dtype == x.dtype and got.shape == (shape[1],)
+        if op in ("max", "min"):
+            np.testing.assert_array_equal(got, NP[op](x, axis=0))
+        elif dtype == np.float64:
+            np.testing.assert_allclose(got, NP[op](x, axis=0), rtol=1e-13, atol=1e-300)
+        else:   # float32 sums and products accumulate in float64, then round once
+            want = NP[op](x.astype(np.float64), axis=0).astype(np.float32)
+            np.testing.assert_allclose(got, want, rtol=2e-7, atol=1e-30)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_max_min_propagate_nan_per_column(jit, dtype):
+    x = _data((9, 700), dtype, 7)
+    for col, row in ((0, 0), (3, 4), (600, 8), (699, 8)):   # NaN in the first, a middle and the last row
+        x[row, col] = np.nan
+    x[:, 5] = -np.inf
+    x[:, 6] = np.inf
+    for op in ("max", "min"):
+        got = _compiled(FA[op](fa.asarray(x), axis=0))
+        np.testing.assert_array_equal(got, NP[op](x, axis=0))
+        assert np.isnan(got[[0, 3, 600, 699]]).all() and not np.isnan(np.delete(got, [0, 3, 600, 699])).any()
+
+
+def test_integer_column_reductions(jit):
+    x = np.random.default_rng(1).integers(-1000, 1000, (37, 600), dtype=np.int64)
+    np.testing.assert_array_equal(_compiled(fa.sum(fa.asarray(x), axis=0)), x.sum(axis=0))
+    y = x.astype(np.int32)
+    np.testing.assert_array_equal(_compiled(fa.max(fa.asarray(y), axis=0)), y.max(axis=0))
+
+
+def test_fused_prologue_keepdims_and_collapsed_dims(jit):
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((33, 530)).astype(np.float32), rng.standard_normal((33, 530)).astype(np.float32)
+    t = fa.sum(fa.exp(fa.asarray(a)) * fa.asarray(b), axis=0)
+    want = (np.exp(a.astype(np.float64)) * b).sum(axis=0)
+    np.testing.assert_allclose(_compiled(t), want, rtol=1e-5, atol=1e-5)
+    got = _compiled(fa.sum(fa.asarray(a), axis=0, keepdims=True))
+    assert got.shape == (1, 530)
+    np.testing.assert_allclose(got, a.astype(np.float64).sum(axis=0, keepdims=True), rtol=2e-7)
+    # (4, 5, 6) summed over axis 0: the kept dims collapse into one of 30
+    c = rng.standard_normal((4, 5, 6))
+    tc = fa.sum(fa.asarray(c), axis=0)
+    assert _kernel(tc).ndim == 2
+    np.testing.assert_allclose(_compiled(tc), c.sum(axis=0), rtol=1e-13)
+
+
+def test_empty_axes(jit):
+    # no rows: the kernel reads nothing and writes the identities
+    np.testing.assert_array_equal(_compiled(fa.sum(fa.asarray(np.ones((0, 5))), axis=0)), np.zeros(5))
+    np.testing.assert_array_equal(_compiled(fa.prod(fa.asarray(np.ones((0, 5))), axis=0)), np.ones(5))
+    assert fa.sum(fa.asarray(np.ones((5, 0))), axis=0).numpy().shape == (0,)
+
+
+def test_column_reduction_is_bit_identical_however_sliced(jit, monkeypatch):
+    from fastad.device import CPU
+    from fastad.runtime import backend_for
+    backend = backend_for(CPU)
+    x = np.random.default_rng(5).standard_normal((40, 3001)).astype(np.float32)
+    x[11, 2000] = np.nan
+
+    def run():
+        xs = fa.asarray(x)
+        return fa.sum(fa.exp(xs), axis=0).numpy().copy(), fa.max(xs, axis=0).numpy().copy()
+
+    monkeypatch.setattr(settings, "parallel_min_elements", 10**12)   # one slice over all 3001 columns
+    whole = run()
+    monkeypatch.setattr(settings, "parallel_min_elements", 1)        # CHUNKS slices, on the thread pool
+    pooled = run()
+    monkeypatch.setattr(backend, "_pool", None)                      # the same slices on one thread
+    serial = run()
+    for a, b, c in zip(whole, pooled, serial):
+        assert a.tobytes() == b.tobytes() == c.tobytes()
+    np.testing.assert_allclose(whole[0], np.exp(x.astype(np.float64)).sum(axis=0), rtol=2e-6)
+    np.testing.assert_array_equal(whole[1], x.max(axis=0))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="native object entries are stored for ELF only")
+def test_column_kernels_need_no_external_symbol(jit):
+    """LLVM would turn the identity fill into memset and a same-type copy-out into memcpy; the kernel
+    object must stay self-contained (linked into a shared library, loaded without Numba)."""
+    import json
+    import shutil
+    from fastad.runtime import cpu_compile, native
+    x = np.random.default_rng(6).integers(-5, 5, (3, 700))
+    for t in (fa.sum(fa.asarray(x.astype(np.float64)), axis=0), fa.max(fa.asarray(x), axis=0)):
+        k = _kernel(t)
+        _compiled(t)
+        path = native.entry_path(cg.render(k), cpu_compile.compile_hint(k))
+        meta = json.loads(native.cache._unframe(path.read_bytes(), str(path)).split(b"\n", 1)[0])
+        assert meta["undefined"] == []
+        assert path.with_suffix(".shared").exists() or shutil.which("ld") is None
