@@ -126,23 +126,34 @@ def test_column_reduction_is_bit_identical_however_sliced(jit, monkeypatch):
     from fastad.device import CPU
     from fastad.runtime import backend_for
     backend = backend_for(CPU)
-    x = np.random.default_rng(5).standard_normal((40, 3001)).astype(np.float32)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((40, 3001)).astype(np.float32)
     x[11, 2000] = np.nan
+    # 64 slices of 4 columns: narrower than _NARROW, so each runs the row form
+    y = rng.standard_normal((50, 256))
 
     def run():
         xs = fa.asarray(x)
-        return fa.sum(fa.exp(xs), axis=0).numpy().copy(), fa.max(xs, axis=0).numpy().copy()
+        return [t.numpy().copy() for t in (fa.sum(fa.exp(xs), axis=0), fa.max(xs, axis=0),
+                                           fa.sum(fa.asarray(y), axis=0))]
 
-    monkeypatch.setattr(settings, "parallel_min_elements", 10**12)   # one slice over all 3001 columns
+    monkeypatch.setattr(settings, "parallel_min_elements", 10**12)   # one slice over all columns
     whole = run()
     monkeypatch.setattr(settings, "parallel_min_elements", 1)        # CHUNKS slices, on the thread pool
     pooled = run()
     monkeypatch.setattr(backend, "_pool", None)                      # the same slices on one thread
     serial = run()
-    for a, b, c in zip(whole, pooled, serial):
-        assert a.tobytes() == b.tobytes() == c.tobytes()
+    for a, b in zip(pooled, serial):
+        assert a.tobytes() == b.tobytes()
+    for a, b in zip(whole[:2], pooled[:2]):   # tiles of the column form at other bounds
+        assert a.tobytes() == b.tobytes()
     np.testing.assert_allclose(whole[0], np.exp(x.astype(np.float64)).sum(axis=0), rtol=2e-6)
     np.testing.assert_array_equal(whole[1], x.max(axis=0))
+    sequential = np.zeros(256)
+    for row in y:   # the column form adds the rows in order
+        sequential += row
+    assert whole[2].tobytes() == sequential.tobytes()
+    np.testing.assert_allclose(pooled[2], sequential, rtol=1e-13)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="native object entries are stored for ELF only")

@@ -422,6 +422,7 @@ def _body(kernel: Kernel) -> str:
 
 _BLOCK = 256   # elements per float32 block sum: at most 256 / lanes sequential float32 adds per lane
 _TILE = 512    # kept indices per tile of the column form (accumulators in the stack frame: 4 KiB at 8 bytes)
+_NARROW = 6    # narrower tiles of the column form run the row form (measured crossover: 4-8 kept indices)
 
 
 def _column_form(kernel: Kernel) -> bool:
@@ -440,36 +441,61 @@ def _column_loops(kernel: Kernel, stmts: list, reductions: list, extrema: list) 
     """The column form of a 2-D reduction over dim 1: per tile of kept indices i0, a tile of
     accumulators in the stack frame (`mathlib.stack_array`), a pass over the reduced index i1
     whose inner loop runs over the tile's contiguous i0 (independent accumulators: it vectorizes),
-    then the tile's results. Each output still accumulates over i1 in order, as in the row form,
-    so results are identical; a float max/min keeps a NaN once it has seen one (the sticky update
-    below), then reports numpy's NaN as the row form's NaN count does."""
+    then the tile's results. A tile narrower than `_NARROW` (few kept indices, or a narrow slice)
+    runs the row form instead: a short inner loop per i1 costs more than the strided reads. Each
+    output accumulates over i1 in order either way, so results do not depend on the tiling; a
+    float max/min keeps a NaN once it has seen one (a NaN value replaces the accumulator, nothing
+    replaces a NaN) and reports numpy's NaN, as the row form's NaN count does."""
     lines = []
+    # max/min read one tile and write another, swapped per i1: LLVM turns a select stored back to
+    # the address it loaded from into a masked store, whose reload in the next pass stalls (4x slower)
+    swap = [k for k in reductions if kernel.outputs[k].reduce in ("max", "min")]
+
+    def update(k):
+        o, v = kernel.outputs[k], f"v{kernel.outputs[k].value}"
+        if o.reduce not in ("max", "min"):
+            return _update(o.reduce, f"acc{k}", v)
+        cond = f"{v} {'>' if o.reduce == 'max' else '<'} acc{k}"
+        return f"acc{k} = select({f'({cond}) | ({v} != {v})' if k in extrema else cond}, {v}, acc{k})"
+
+    def result(k, acc):
+        o = kernel.outputs[k]
+        # x - 0 is x, NaN and -0.0 included
+        res = f"{acc} - z{k}" if k not in extrema else f"{acc} if {acc} == {acc} else np.nan"
+        return f"out{k}[U(i0)] = " + _stored(f"{_np_type(o.dtype)}({res})", o.dtype)
+
     for k in reductions:
         o = kernel.outputs[k]
         T = _acc_type(o.reduce, o.dtype)
         # identities and a zero LLVM cannot see: the init loop is not a memset nor the copy-out a memcpy
         lines += [f"    tile{k} = stack_array({_TILE}, {T})", f"    id{k} = opaque({_identity(o.reduce, o.dtype)})",
                   f"    z{k} = opaque({T}(0))"]
+        if k in swap:
+            lines += [f"    back{k} = stack_array({_TILE}, {T})",
+                      f"    res{k} = tile{k} if s1 % 2 == 0 else back{k}"]
+        else:
+            lines.append(f"    res{k} = tile{k}")
     lines += [f"    for t0 in range(lo, hi, {_TILE}):", f"        nt = min(t0 + {_TILE}, hi) - t0",
-              "        for j in range(nt):"]
+              f"        if nt < {_NARROW}:", "            for j in range(nt):", "                i0 = t0 + j"]
+    lines += [f"                acc{k} = id{k}" for k in reductions]
+    lines.append("                for i1 in range(s1):")
+    lines += ["                    " + s for s in stmts + [update(k) for k in reductions]]
+    lines += ["                " + result(k, f"acc{k}") for k in reductions]
+    lines += ["            continue", "        for j in range(nt):"]
     lines += [f"            tile{k}[j] = id{k}" for k in reductions]
-    lines += ["        for i1 in range(s1):", "            for j in range(nt):", "                i0 = t0 + j"]
+    lines.append("        for i1 in range(s1):")
+    for k in reductions:
+        if k in swap:
+            lines += [f"            src{k} = tile{k} if i1 % 2 == 0 else back{k}",
+                      f"            dst{k} = back{k} if i1 % 2 == 0 else tile{k}"]
+        else:
+            lines.append(f"            src{k} = dst{k} = tile{k}")
+    lines += ["            for j in range(nt):", "                i0 = t0 + j"]
     lines += ["                " + s for s in stmts]
     for k in reductions:
-        o, v = kernel.outputs[k], f"v{kernel.outputs[k].value}"
-        lines.append(f"                acc{k} = tile{k}[j]")
-        if k in extrema:   # branch-free: a NaN value replaces the accumulator, nothing replaces a NaN
-            cmp = ">" if o.reduce == "max" else "<"
-            lines.append(f"                acc{k} = {v} if ({v} {cmp} acc{k}) | ({v} != {v}) else acc{k}")
-        else:
-            lines.append("                " + _update(o.reduce, f"acc{k}", v))
-        lines.append(f"                tile{k}[j] = acc{k}")
+        lines += [f"                acc{k} = src{k}[j]", "                " + update(k), f"                dst{k}[j] = acc{k}"]
     lines += ["        for j in range(nt):", "            i0 = t0 + j"]
-    for k in reductions:
-        o = kernel.outputs[k]
-        # x - 0 is x, NaN and -0.0 included
-        res = f"tile{k}[j] - z{k}" if k not in extrema else f"tile{k}[j] if tile{k}[j] == tile{k}[j] else np.nan"
-        lines.append(f"            out{k}[U(i0)] = " + _stored(f"{_np_type(o.dtype)}({res})", o.dtype))
+    lines += ["            " + result(k, f"res{k}[j]") for k in reductions]
     return lines
 
 # functions of one argument that one mathlib helper computes together (one range reduction and

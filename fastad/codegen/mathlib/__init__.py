@@ -46,12 +46,12 @@ from .f32 import EXP_SHORT32, TRIG_LIMIT32, TRIG_SHORT32
 from .f64 import *  # noqa: F401,F403
 from .f64 import EXP_SHORT64, TRIG_LIMIT64, TRIG_SHORT64
 from .intops import floordiv_f32, floordiv_f64, ipow, mod_f32, mod_f64, upow
-from .scratch import opaque, stack_array
+from .scratch import opaque, select, stack_array
 
 _UNARY = ("exp", "expm1", "log", "log1p", "sin", "cos", "tan", "tanh", "sigmoid", "sincos",
           "sin_short", "cos_short", "tan_short", "sincos_short", "exp_short")
 __all__ = [f"{name}_{sfx}" for name in _UNARY + ("pow", "floordiv", "mod") for sfx in ("f32", "f64")]
-__all__ += ["stack_array", "opaque", "ipow", "upow", "TRIG_SHORT32", "TRIG_SHORT64", "EXP_SHORT32", "EXP_SHORT64"]
+__all__ += ["stack_array", "opaque", "select", "ipow", "upow", "TRIG_SHORT32", "TRIG_SHORT64", "EXP_SHORT32", "EXP_SHORT64"]
 
 
 def source_hash(directory=Path(__file__).parent) -> str:

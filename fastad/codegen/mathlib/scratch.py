@@ -11,13 +11,17 @@ function returns. A non-literal size or a non-numeric dtype is a Numba TypingErr
 `memset`/`memcpy` (their object code is linked without a C library, `fastad.runtime.native`), and
 LLVM turns loops that store a constant (or copy between non-aliasing arrays) into such calls;
 a value that LLVM cannot see through stops that.
+
+`select(cond, a, b)` is `a if cond else b` as one LLVM `select` (numbers of one type): no branch,
+so a loop that stores it back to where `b` came from stores unconditionally and vectorizes
+without masked stores.
 """
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["stack_array", "opaque"]
+__all__ = ["stack_array", "opaque", "select"]
 
 
 @intrinsic
@@ -50,3 +54,14 @@ def opaque(typingctx, x):
         out = builder.asm(ir.FunctionType(bits, [bits]), "", "=r,0", [as_int], side_effect=False)
         return builder.bitcast(out, ty) if isinstance(x, types.Float) else out
     return x(x), codegen
+
+
+@intrinsic
+def select(typingctx, cond, a, b):
+    """`a if cond else b` without a branch (see the module docstring)."""
+    if not (isinstance(cond, types.Boolean) and isinstance(a, (types.Integer, types.Float)) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.select(args[0], args[1], args[2])
+    return a(cond, a, b), codegen
