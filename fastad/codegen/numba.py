@@ -29,7 +29,10 @@ wrap-around, which otherwise stops LLVM from vectorizing. Intrinsics
 to Numba built-ins. Two rewrites of the body use mathlib's variants: sin and cos of one value
 become one `sincos` call (`shared_calls`), and a 1-D kernel with trig calls on cheap arguments
 loops over blocks of `_BLOCK`, running the short-reduction versions on a block whose arguments
-all lie in their range (`_short_calls`; docs/MATHLIB.md).
+all lie in their range (`_short_calls`; docs/MATHLIB.md). A 2-D reduction over a dim that no
+input reads contiguously, while one reads the kept dim contiguously, runs in column form
+(`_column_loops`): loops interchanged over tiles of accumulators on the stack, so the inner
+loop reads contiguous values into independent accumulators and vectorizes.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ fastad.codegen.mathlib import exp_f32``), one function per dtype:
     exp_short                                              -> exp for |x| <= EXP_SHORT32/64
     pow                                                    -> pow_f32(x, y), pow_f64(x, y)
     floordiv, mod (numpy's divmod), ipow, upow (integers)  -> intops.py
+    stack_array, opaque, select (kernel plumbing, not math) -> scratch.py
 Arguments must already have exactly the function's dtype (float32 for
 ``_f32``); anything else is a numba TypingError.  Special values (±0, ±inf,
 nan, overflow, underflow, domain errors, pow's integer-exponent rules) follow
@@ -22,7 +23,8 @@ numpy.  Accuracy (1-3 ulp), methods and speed: docs/MATHLIB.md.
 Files: ``_core.py`` (the LLVM intrinsics, dtype-generic helpers and ``_export``,
 which compiles a public name once and force-inlines it), ``f32.py`` and
 ``f64.py`` (the functions per dtype), ``intops.py`` (floordiv, mod, integer
-pow).  Where to start reading: ``_core._export``, then ``f32._exp_f32``: the
+pow), ``scratch.py`` (stack tiles and an optimization barrier for the renderer's
+column-form reductions).  Where to start reading: ``_core._export``, then ``f32._exp_f32``: the
 template every function follows -- clamp the input so the core never sees
 inf/nan, reduce the range, evaluate a polynomial, then patch special cases
 with selects.
