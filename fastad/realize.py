@@ -39,9 +39,11 @@ def realize(nodes: list[Node]) -> None:
     if not pending:
         return
     order = toposort(pending)
-    if any(n.op == "copy_to" for n in order):
-        _realize_transfers(order)
-        order = toposort(pending)
+    for n in order:
+        if n.op == "copy_to":
+            _realize_transfers(order)
+            order = toposort(pending)
+            break
     run(pending, order)
 
 

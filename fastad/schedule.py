@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ._util import contiguous
 from .graph import Node, toposort
 from .kernel_ir import Input, Kernel, Output, Stmt
 from .ops import ELEMENTWISE, LIBRARY, MATMUL, MOVEMENT, OPS, REDUCE
@@ -33,7 +32,7 @@ from . import capture
 from . import profiling as profile
 from .config import settings
 from .runtime import backend_for, device_scope
-from .runtime.reference import evaluate
+from .runtime.reference import evaluate_in_place
 
 __all__ = ["plan", "run", "describe_plan", "View"]
 
@@ -407,14 +406,13 @@ def run(outputs: list[Node], order: list[Node] | None = None) -> None:
     `order` is their graph in topological order, when the caller has it."""
     if not outputs:
         return
-    backend = backend_for(outputs[0].device)
-    xp = backend.xp
     rec = capture.recorder()
     if rec is None and _small_graph(outputs, order):   # (a step being captured must be replayable)
         # tiny tensors: numpy op by op beats planning and launching a kernel
-        for node, value in zip(outputs, evaluate(outputs, xp, order)):
-            node.settle(contiguous(value))
+        evaluate_in_place(order if order is not None else toposort(outputs))
         return
+    backend = backend_for(outputs[0].device)
+    xp = backend.xp
     with device_scope(outputs[0].device):   # CuPy allocates views and constants on its current device
         _run_steps(backend, xp, outputs, order, rec)
 
@@ -498,12 +496,13 @@ def _from_template(t, order):
 
 
 def _small_graph(outputs: list[Node], order) -> bool:
+    """Whether every node has at most `settings.small_graph_elements` elements (CPU, tiered mode)."""
     limit = settings.small_graph_elements
     if settings.cpu_mode == "jit" or limit <= 0 or outputs[0].device.type != "cpu":
         return False
     prod = math.prod
     for n in order if order is not None else toposort(outputs):
-        if prod(n.shape) > limit:
+        if n.shape and prod(n.shape) > limit:   # () is one element
             return False
     return True
 

@@ -17,6 +17,7 @@ import numpy as np
 from . import dtypes as dt
 from . import capture
 from .autodiff import GradFn, active_tapes, is_grad_enabled, no_grad, recording_tapes
+from .autodiff import backward as run_backward
 from .device import Device
 from .errors import AxisError
 from .graph import freeze
@@ -256,7 +257,6 @@ class Tensor:
 
         With `create_graph=True` the gradients are recorded too (`.grad` has a grad_fn),
         so they can be differentiated again; `retain_graph` then defaults to True."""
-        from .autodiff import backward as run_backward
         if not self._tracked:
             raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
         if gradient is None:

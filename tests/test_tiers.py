@@ -205,3 +205,18 @@ def test_reductions_match_numpy_on_special_values(tier, size, d, monkeypatch):
             assert ((got == want) | (np.isnan(got) & np.isnan(want))).all(), (n, ax, got, want)
         else:
             assert_same(n, d, got, want, np.ravel(want))
+
+
+def test_small_graph_stores_every_value_it_computes():
+    """The small-graph path computes intermediates too: each keeps its value, so a later graph
+    that uses one reads it instead of computing it again (and the graph behind it is freed)."""
+    x = fa.asarray(np.arange(6, dtype=np.float32).reshape(2, 3))
+    a = fa.exp(x) * 2          # an intermediate
+    b = fa.sum(a + 1, axis=1)  # the value asked for
+    assert a._node.buffer is None and b._node.buffer is None
+    np.testing.assert_allclose(b.numpy(), (np.exp(np.arange(6, dtype=np.float32)) * 2 + 1).reshape(2, 3).sum(1),
+                               rtol=1e-6)
+    assert a._node.buffer is not None and a._node.srcs == ()
+    np.testing.assert_array_equal(a.numpy(), np.exp(np.arange(6, dtype=np.float32)).reshape(2, 3) * 2)
+    s = fa.full((), 3.0) * fa.asarray(2.0)   # a 0-d constant operand
+    assert s.item() == 6.0 and s.shape == ()
