@@ -122,6 +122,34 @@ def test_empty_axes(jit):
     assert fa.sum(fa.asarray(np.ones((5, 0))), axis=0).numpy().shape == (0,)
 
 
+def test_stored_output_and_two_reductions_in_one_kernel(jit):
+    """A hand-built kernel: a store at each point (flat index), a sum and a NaN-propagating max
+    over dim 1, a broadcast input and a hoisted scalar; compiled against the numpy tier."""
+    from fastad import dtypes as dt
+    from fastad.device import CPU
+    from fastad.kernel_ir import Input, Kernel, Output, Stmt
+    from fastad.runtime import backend_for
+    from fastad.runtime.interpret import interpret
+    f64 = dt.float64
+    kernel = Kernel(ndim=2, reduce_ndim=1, inputs=(Input(f64, "1n"), Input(f64, "10")), scalars=(f64,),
+                    body=(Stmt("load", (), f64, 0), Stmt("load", (), f64, 1), Stmt("scalar", (), f64, 0),
+                          Stmt("mul", (0, 2), f64), Stmt("add", (3, 1), f64)),
+                    outputs=(Output(4, f64), Output(4, f64, "sum"), Output(0, f64, "max")))
+    assert "stack_array(" in cg.render(kernel)
+    rng = np.random.default_rng(8)
+    for kept, red in ((700, 9), (3, 40), (520, 1)):
+        m, b = rng.standard_normal((red, kept)), rng.standard_normal(kept)
+        m[red // 2, kept // 3] = np.nan
+        inputs = [(m.reshape(-1), 0, (1, kept)), (b, 0, (1, 0))]
+        got = backend_for(CPU).run_kernel(kernel, (kept, red), inputs, [1.5])
+        want = interpret(kernel, (kept, red), inputs, [1.5])
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-13)
+        np.testing.assert_array_equal(got[2], want[2])
+        assert np.isnan(got[2][kept // 3]) and np.isnan(got[1][kept // 3])
+    assert backend_for(CPU).tier_of(kernel) == "compiled"
+
+
 def test_column_reduction_is_bit_identical_however_sliced(jit, monkeypatch):
     from fastad.device import CPU
     from fastad.runtime import backend_for
