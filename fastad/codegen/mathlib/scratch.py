@@ -8,7 +8,7 @@ once per call however often the expression runs, needs no external symbol, and l
 function returns. A non-literal size or a non-numeric dtype is a Numba TypingError.
 
 `opaque(x)` returns `x` unchanged through an empty inline-asm statement. Kernels must not call
-`memset`/`memcpy` (their object code is linked without a C library, `fastad.runtime.native`), and
+`memset`/`memcpy` (their object code must be self-contained, `fastad.runtime.native`), and
 LLVM turns loops that store a constant (or copy between non-aliasing arrays) into such calls;
 a value that LLVM cannot see through stops that.
 
@@ -26,6 +26,7 @@ __all__ = ["stack_array", "opaque", "select"]
 
 @intrinsic
 def stack_array(typingctx, n, dtype):
+    """A `CPointer(dtype)` to `n` (a literal) uninitialized elements in the caller's stack frame."""
     if not (isinstance(n, types.IntegerLiteral) and n.literal_value > 0
             and isinstance(dtype, types.NumberClass) and isinstance(dtype.instance_type, types.Number)):
         return None
