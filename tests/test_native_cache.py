@@ -280,3 +280,20 @@ def test_at_exit_the_running_compile_gets_its_input_and_the_queued_ones_go_to_on
     finally:
         release.set()
     assert running.result(timeout=30) is None
+
+
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="no os.nice here")
+@pytest.mark.parametrize("nice", ["7", "0"])
+def test_a_compile_process_lowers_its_own_priority(nice):
+    """A background compile process yields cores to its caller (FASTAD_COMPILE_NICE)."""
+    code = ("import io, os, sys\n"
+            "sys.stdin = io.StringIO('[]')\n"
+            "from fastad.runtime.cpu_compile import child_main\n"
+            "before = os.nice(0)\n"
+            "child_main()\n"
+            "print(os.nice(0) - before)\n")
+    env = dict(os.environ, FASTAD_COMPILE_NICE=nice)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    before = os.nice(0)
+    assert int(out.stdout.split()[-1]) == min(int(nice), 19 - before)

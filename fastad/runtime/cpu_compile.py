@@ -148,7 +148,15 @@ def _child_result(proc) -> str:
 
 
 def child_main() -> None:
-    """Entry of the compile process: jobs [{"source", "hint"}] on stdin, {"how"} per job on stdout."""
+    """Entry of the compile process: jobs [{"source", "hint"}] on stdin, {"how"} per job on stdout.
+
+    The process lowers its own scheduling priority (FASTAD_COMPILE_NICE, default 10): it runs
+    while its caller computes on the numpy tier, and where the two compete for cores the caller's
+    result comes first. A core the caller leaves idle still goes to the compile at full speed."""
+    try:
+        os.nice(int(os.environ.get("FASTAD_COMPILE_NICE", "10")))
+    except (OSError, ValueError):
+        pass
     for job in json.loads(sys.stdin.read()):
         _, _, how = compile_source(job["source"], job["hint"])
         try:
