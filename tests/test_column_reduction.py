@@ -2,6 +2,7 @@
 strided axis (axis 0 of a C-contiguous matrix) runs with interchanged loops over a stack tile of
 accumulators. Compiled results against numpy, the dispatch between column and row form, NaN in
 max/min, shapes around the tile size, and bit-identical results however the kept dim is sliced."""
+import math
 import sys
 
 import numpy as np
@@ -157,7 +158,7 @@ def test_column_reduction_is_bit_identical_however_sliced(jit, monkeypatch):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((40, 3001)).astype(np.float32)
     x[11, 2000] = np.nan
-    # 64 slices of 4 columns: narrower than _NARROW, so each runs the row form
+    # split: 46 slices of 65 columns (a column-form slice is at least COLUMN_SLICE wide)
     y = rng.standard_normal((50, 256))
 
     def run():
@@ -199,3 +200,25 @@ def test_column_kernels_need_no_external_symbol(jit):
         meta = json.loads(native.cache._unframe(path.read_bytes(), str(path)).split(b"\n", 1)[0])
         assert meta["undefined"] == []
         assert path.with_suffix(".shared").exists() or shutil.which("ld") is None
+
+
+def test_column_form_slices_stay_wide():
+    """Every slice of a column-form reduction reads all rows of its columns, so the split keeps
+    slices at least COLUMN_SLICE columns wide; other kernels split into CHUNKS slices."""
+    from fastad.runtime.cpu import CHUNKS, COLUMN_SLICE, slice_count
+    from fastad.schedule import plan
+
+    def kernel_of(t):
+        (step,) = plan([t._node]).steps
+        return step.kernel, step.shape
+
+    big = settings.parallel_min_elements
+    col, shape = kernel_of(fa.sum(fa.asarray(np.ones((big // 100 + 1, 100), np.float32)), axis=0))
+    assert shape[0] == 100 and slice_count(col, shape[0], math.prod(shape)) == 1
+    col, shape = kernel_of(fa.sum(fa.asarray(np.ones((64, 8192), np.float32)), axis=0))
+    assert slice_count(col, shape[0], math.prod(shape)) == min(8192 // COLUMN_SLICE, CHUNKS)
+    col, shape = kernel_of(fa.sum(fa.asarray(np.ones((8192, 64), np.float32)), axis=0))
+    assert slice_count(col, shape[0], math.prod(shape)) == 1                    # 64 columns: one slice
+    row, shape = kernel_of(fa.sum(fa.asarray(np.ones((100, big // 100 + 1), np.float32)), axis=1))
+    assert slice_count(row, shape[0], math.prod(shape)) == min(100, CHUNKS)     # row form: rows split as before
+

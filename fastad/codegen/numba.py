@@ -377,7 +377,7 @@ def _body(kernel: Kernel) -> str:
                   for j, k in enumerate(full)]
         lines.append("        return")
         lines += ["    " + h for h in hoisted]
-    if _column_form(kernel):
+    if column_form(kernel):
         return "\n".join(lines + _column_loops(kernel, loop_body(False, updates=False), reductions, extrema))
     ind = "    "
     if n_outer == 0:
@@ -428,7 +428,7 @@ _TILE = 512    # kept indices per tile of the column form (accumulators in the s
 _NARROW = 6    # narrower tiles of the column form run the row form (measured crossover: 4-8 kept indices)
 
 
-def _column_form(kernel: Kernel) -> bool:
+def column_form(kernel: Kernel) -> bool:
     """Whether to render the loops interchanged (`_column_loops`): one kept and one reduced dim,
     inputs contiguous along the kept dim and none along the reduced one (a sum over axis 0 of a
     C-contiguous matrix), and accumulators that the stack tile can hold (real numbers)."""

@@ -56,6 +56,7 @@ from .interpret import interpret
 __all__ = ["CpuBackend", "CHUNKS", "KernelCompileWarning", "wait_for_compiles"]
 
 CHUNKS = 64  # slices of a large kernel: fixed, so reductions do not depend on the thread count
+COLUMN_SLICE = 64   # kept indices per slice of a column-form reduction, at least
 
 
 class KernelCompileWarning(RuntimeWarning):
@@ -124,6 +125,19 @@ class _CompileThread:
 def _thread_count() -> int:
     env = os.environ.get("FASTAD_NUM_THREADS") or os.environ.get("NUMBA_NUM_THREADS")
     return max(1, int(env)) if env else (os.cpu_count() or 1)
+
+
+def slice_count(kernel, rows: int, elements: int) -> int:
+    """How many slices of dim 0 a launch runs in. It depends only on the kernel and the size,
+    never on the pool, so results are the same for any thread count. A column-form reduction
+    (`codegen.numba.column_form`: dim 0 is the kept, contiguous one) keeps slices at least
+    COLUMN_SLICE wide: every slice reads all the rows of its columns, and narrower slices would
+    read each cache line many times over."""
+    if elements < settings.parallel_min_elements or rows < 2:
+        return 1
+    from ..codegen.numba import column_form
+    width = COLUMN_SLICE if column_form(kernel) else 1
+    return max(1, min(rows // width, CHUNKS))
 
 
 class CpuBackend:
@@ -224,7 +238,8 @@ class CpuBackend:
         kinds = ["ptr", "ptr", "int64", "int64"] + c_arguments(kernel)
         for i in in_at + out_at + part_at:
             kinds[4 + i] = "obj"
-        single = elements < settings.parallel_min_elements or rows < 2   # as `_launch` splits
+        slices = slice_count(kernel, rows, elements)
+        single = slices == 1
         call = trampoline.caller(tuple(kinds)) if trampolines and single else None
         fn, slots = entry.fn, entry.slots
         full, acc, name, address, pooled = entry.full, entry.acc, kernel.name, entry.address, buffer_pool.empty
@@ -294,7 +309,7 @@ class CpuBackend:
                 for p, k in zip(parts, full):
                     results[k][()] = p[0]
                 return results
-            parts = self._launch(entry, rows, elements, a)
+            parts = self._launch(entry, rows, slices, a)
             if parts is None:
                 return rerun(buffers)
             for j, k in enumerate(full):
@@ -302,14 +317,9 @@ class CpuBackend:
             return results
         return launch
 
-    def _launch(self, entry: Native, rows: int, elements: int, args) -> list:
-        """Run the entry point over the rows in slices; returns one array of slice partials per
-        full reduction, or None if a slice raised. The split depends only on the size, never on
-        the pool, so results are the same either way."""
-        if elements < settings.parallel_min_elements or rows < 2:
-            n = 1
-        else:
-            n = min(rows, CHUNKS)
+    def _launch(self, entry: Native, rows: int, n: int, args) -> list:
+        """Run the entry point over the rows in `n` slices (`slice_count`); returns one array of
+        slice partials per full reduction, or None if a slice raised."""
         parts = [np.empty(n, d) for d in entry.acc]
         base = [(p.ctypes.data, p.itemsize) for p in parts]
         ret = entry.slots   # per slice: Numba's return and exception slots (written, never read)
