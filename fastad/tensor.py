@@ -437,16 +437,20 @@ def _apply(name: str, *inputs: Tensor, arg=None) -> Tensor:
     nodes = tuple([t._node for t in inputs])
     node = apply(name, *nodes, arg=arg)
     if node.dtype.kind in "fc" and is_grad_enabled():
-        tapes = recording_tapes(inputs) if active_tapes else ()
-        if tapes:
-            parents = tuple([t if t._tracked or builtins.any(tp._sees(t) for tp in tapes) else None
-                             for t in inputs])
-        else:
-            parents = tuple([t if t._tracked else None for t in inputs])
+        if active_tapes:
+            tapes = recording_tapes(inputs)
+            if tapes:
+                parents = tuple([t if t._tracked or builtins.any(tp._sees(t) for tp in tapes) else None
+                                 for t in inputs])
+                if builtins.any(p is not None for p in parents):
+                    return Tensor(node, GradFn(name, parents, nodes, arg, node,
+                                               tuple([tp._session for tp in tapes])))
+                return Tensor(node)
+        # (`_tracked`, inlined: this runs for every op)
+        parents = tuple([t if t._ctx is not None or t._leaf_requires_grad else None for t in inputs])
         for p in parents:
             if p is not None:
-                return Tensor(node, GradFn(name, parents, nodes, arg, node,
-                                           tuple([tp._session for tp in tapes])))
+                return Tensor(node, GradFn(name, parents, nodes, arg, node))
     return Tensor(node)
 
 
@@ -519,6 +523,9 @@ def _common_dtype(op: str, dtypes) -> dt.DType:
 
 def _promote(op: str, *xs: Tensor) -> tuple:
     """Cast tensors to their common dtype (floats only for ops defined on floats)."""
+    first = xs[0].dtype
+    if first.kind in _NO_CAST_KINDS[OPS[op].domain] and builtins.all(x.dtype is first for x in xs[1:]):
+        return xs   # one dtype that the op takes as it is: nothing to promote
     common = _common_dtype(op, [x.dtype for x in xs])
     return tuple(x if x.dtype is common else _apply("cast", x, arg=common) for x in xs)
 

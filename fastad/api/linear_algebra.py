@@ -37,7 +37,7 @@ def matmul(a, b) -> Tensor:
         shape = shape[:-2] + shape[-1:]
     if b.ndim == 1:
         shape = shape[:-1]
-    return reshape(out, shape)
+    return out if shape == out.shape else reshape(out, shape)   # `out` is new already
 
 
 def matrix_transpose(x: Tensor, /) -> Tensor:
