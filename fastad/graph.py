@@ -70,17 +70,18 @@ class Node:
 def toposort(outputs: Iterable[Node], stop_at_realized: bool = True) -> list[Node]:
     """Nodes reachable from `outputs`, each after its sources (iterative: graphs can be deep)."""
     order: list[Node] = []
-    seen: set[int] = set()
+    seen: set[Node] = set()   # nodes hash by identity
+    add = seen.add
     for root in outputs:
-        if id(root) in seen:
+        if root in seen:
             continue
-        seen.add(id(root))
+        add(root)
         stack = [(root, iter(() if stop_at_realized and root.buffer is not None else root.srcs))]
         while stack:
             node, it = stack[-1]
             for s in it:
-                if id(s) not in seen:
-                    seen.add(id(s))
+                if s not in seen:
+                    add(s)
                     stack.append((s, iter(() if stop_at_realized and s.buffer is not None else s.srcs)))
                     break
             else:

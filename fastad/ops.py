@@ -94,6 +94,8 @@ def _scalar(value, dtype):
     """The Python scalar `value` rounded to `dtype`, so folding and printing agree with the buffer.
     A Python int out of an integer dtype's range raises OverflowError (numpy's rule), never wraps."""
     if type(value) in (float, int, bool) and dtype.kind == "f":
+        if type(value) is int and -16777216 <= value <= 16777216:
+            return float(value)   # exact in every float dtype (float32 has 24 bits): no numpy round trip
         return dtype.np.type(value).item()
     if type(value) is int and dtype.kind in "iu":
         info = np.iinfo(dtype.np)

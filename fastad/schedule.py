@@ -452,7 +452,7 @@ _PLAN_CACHE_SIZE = 512
 
 def _structure(outputs: list[Node], order: list[Node]):
     """(key, order): a hashable description of the graph that leaves out constant values."""
-    index = {id(n): i for i, n in enumerate(order)}
+    index = {n: i for i, n in enumerate(order)}   # nodes hash by identity
     parts = []
     append = parts.append
     for n in order:
@@ -461,8 +461,8 @@ def _structure(outputs: list[Node], order: list[Node]):
         elif n.op == "const":
             append(("const", n.shape, n.dtype))
         else:
-            append((n.op, n.shape, n.dtype, n.arg, tuple([index[id(s)] for s in n.srcs])))
-    return (tuple(parts), tuple(index[id(o)] for o in outputs)), index
+            append((n.op, n.shape, n.dtype, n.arg, tuple([index[s] for s in n.srcs])))
+    return (tuple(parts), tuple([index[o] for o in outputs])), index
 
 
 def _cached_plan(outputs: list[Node], order: list[Node] | None) -> list:
@@ -482,9 +482,9 @@ def _cached_plan(outputs: list[Node], order: list[Node] | None) -> list:
 
 def _to_template(step, index):
     if isinstance(step, LibraryStep):
-        return ("library", index[id(step.node)])
-    return ("kernel", step.kernel, step.shape, [(index[id(n)], v) for n, v in step.inputs],
-            [index[id(c)] for c in step.scalars], [index[id(n)] for n in step.outputs])
+        return ("library", index[step.node])
+    return ("kernel", step.kernel, step.shape, [(index[n], v) for n, v in step.inputs],
+            [index[c] for c in step.scalars], [index[n] for n in step.outputs])
 
 
 def _from_template(t, order):
