@@ -204,7 +204,8 @@ def test_column_kernels_need_no_external_symbol(jit):
 
 def test_column_form_slices_stay_wide():
     """Every slice of a column-form reduction reads all rows of its columns, so the split keeps
-    slices at least COLUMN_SLICE columns wide; other kernels split into CHUNKS slices."""
+    slices at least COLUMN_SLICE columns wide; other kernels split into slices of at least
+    parallel_min_elements / 8 elements, at most CHUNKS."""
     from fastad.runtime.cpu import CHUNKS, COLUMN_SLICE, slice_count
     from fastad.schedule import plan
 
@@ -216,9 +217,14 @@ def test_column_form_slices_stay_wide():
     col, shape = kernel_of(fa.sum(fa.asarray(np.ones((big // 100 + 1, 100), np.float32)), axis=0))
     assert shape[0] == 100 and slice_count(col, shape[0], math.prod(shape)) == 1
     col, shape = kernel_of(fa.sum(fa.asarray(np.ones((64, 8192), np.float32)), axis=0))
+    assert slice_count(col, shape[0], math.prod(shape)) == 524288 // (big // 8) == 16   # by elements
+    col, shape = kernel_of(fa.sum(fa.asarray(np.ones((2048, 8192), np.float32)), axis=0))
     assert slice_count(col, shape[0], math.prod(shape)) == min(8192 // COLUMN_SLICE, CHUNKS)
     col, shape = kernel_of(fa.sum(fa.asarray(np.ones((8192, 64), np.float32)), axis=0))
     assert slice_count(col, shape[0], math.prod(shape)) == 1                    # 64 columns: one slice
     row, shape = kernel_of(fa.sum(fa.asarray(np.ones((100, big // 100 + 1), np.float32)), axis=1))
-    assert slice_count(row, shape[0], math.prod(shape)) == min(100, CHUNKS)     # row form: rows split as before
+    # row form: slices of at least an eighth of the parallel threshold, at most CHUNKS
+    assert slice_count(row, shape[0], math.prod(shape)) == math.prod(shape) // (big // 8) == 8
+    row, shape = kernel_of(fa.sum(fa.asarray(np.ones((1000, 10000), np.float32)), axis=1))
+    assert slice_count(row, shape[0], math.prod(shape)) == CHUNKS
 

@@ -24,8 +24,8 @@ A compiled kernel is the native function of `body(lo, hi, ...)` (see
 `fastad.codegen.numba`), called through ctypes (which releases the GIL). If it
 reports that it raised, the kernel runs again on the numpy tier, which defines
 the semantics (numpy's error, or numpy's result).
-Sizes of at least `settings.parallel_min_elements` are split into `CHUNKS`
-slices of the first dimension, run on a thread pool; reduction partials are
+Sizes of at least `settings.parallel_min_elements` are split into up to `CHUNKS`
+slices of the first dimension (`slice_count`), run on a thread pool; reduction partials are
 written per slice and combined in slice order, so results never depend on the
 thread count. `FASTAD_NUM_THREADS` (default: NUMBA_NUM_THREADS, i.e. the core
 count) sets the pool size.
@@ -55,7 +55,7 @@ from .interpret import interpret
 
 __all__ = ["CpuBackend", "CHUNKS", "KernelCompileWarning", "wait_for_compiles"]
 
-CHUNKS = 64  # slices of a large kernel: fixed, so reductions do not depend on the thread count
+CHUNKS = 64  # slices of a large kernel, at most: fixed by size, so reductions do not depend on the thread count
 COLUMN_SLICE = 64   # kept indices per slice of a column-form reduction, at least
 
 
@@ -129,15 +129,18 @@ def _thread_count() -> int:
 
 def slice_count(kernel, rows: int, elements: int) -> int:
     """How many slices of dim 0 a launch runs in. It depends only on the kernel and the size,
-    never on the pool, so results are the same for any thread count. A column-form reduction
-    (`codegen.numba.column_form`: dim 0 is the kept, contiguous one) keeps slices at least
-    COLUMN_SLICE wide: every slice reads all the rows of its columns, and narrower slices would
-    read each cache line many times over."""
-    if elements < settings.parallel_min_elements or rows < 2:
+    never on the pool, so results are the same for any thread count. Slices hold at least an
+    eighth of `settings.parallel_min_elements` (32K elements by default): each costs a native
+    call and a claim, which at 64 slices of 1M elements took a tenth of the kernel's time. A
+    column-form reduction (`codegen.numba.column_form`: dim 0 is the kept, contiguous one) keeps
+    slices at least COLUMN_SLICE wide: every slice reads all the rows of its columns, and
+    narrower slices would read each cache line many times over."""
+    least = settings.parallel_min_elements
+    if elements < least or rows < 2:
         return 1
     from ..codegen.numba import column_form
     width = COLUMN_SLICE if column_form(kernel) else 1
-    return max(1, min(rows // width, CHUNKS))
+    return max(1, min(rows // width, CHUNKS, max(2, elements // max(1, least // 8))))
 
 
 class CpuBackend:
