@@ -437,20 +437,13 @@ def _apply(name: str, *inputs: Tensor, arg=None) -> Tensor:
     nodes = tuple([t._node for t in inputs])
     node = apply(name, *nodes, arg=arg)
     if node.dtype.kind in "fc" and is_grad_enabled():
-        if active_tapes:
-            tapes = recording_tapes(inputs)
-            if tapes:
-                parents = tuple([t if t._tracked or builtins.any(tp._sees(t) for tp in tapes) else None
-                                 for t in inputs])
-                if builtins.any(p is not None for p in parents):
-                    return Tensor(node, GradFn(name, parents, nodes, arg, node,
-                                               tuple([tp._session for tp in tapes])))
-                return Tensor(node)
-        # (`_tracked`, inlined: this runs for every op)
-        parents = tuple([t if t._ctx is not None or t._leaf_requires_grad else None for t in inputs])
+        tapes = recording_tapes(inputs) if active_tapes else ()
+        # (`_tracked` inlined: this runs for every op)
+        parents = tuple([t if t._ctx is not None or t._leaf_requires_grad
+                         or (tapes and builtins.any(tp._sees(t) for tp in tapes)) else None for t in inputs])
         for p in parents:
             if p is not None:
-                return Tensor(node, GradFn(name, parents, nodes, arg, node))
+                return Tensor(node, GradFn(name, parents, nodes, arg, node, tuple([tp._session for tp in tapes])))
     return Tensor(node)
 
 
