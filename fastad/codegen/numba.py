@@ -501,6 +501,7 @@ def _column_loops(kernel: Kernel, stmts: list, reductions: list, extrema: list) 
     lines += ["            " + result(k, f"res{k}[j]") for k in reductions]
     return lines
 
+
 # functions of one argument that one mathlib helper computes together (one range reduction and
 # polynomial pair), as {op: (helper, position in the helper's tuple)}
 _SHARED = {"sin": ("sincos", 0), "cos": ("sincos", 1)}
