@@ -21,7 +21,7 @@ from .autodiff import backward as run_backward
 from .device import Device
 from .errors import AxisError
 from .graph import freeze
-from .ops import OPS, apply, const, install_tensor_builder
+from .ops import OPS, apply, const, domain_allows, install_tensor_builder
 from .realize import mark_dirty, realize
 
 __all__ = ["Tensor"]
@@ -517,20 +517,17 @@ def _common_dtype(op: str, dtypes) -> dt.DType:
 def _promote(op: str, *xs: Tensor) -> tuple:
     """Cast tensors to their common dtype (floats only for ops defined on floats)."""
     first = xs[0].dtype
-    if first.kind in _NO_CAST_KINDS[OPS[op].domain] and builtins.all(x.dtype is first for x in xs[1:]):
+    if domain_allows(OPS[op].domain, first) and builtins.all(x.dtype is first for x in xs[1:]):
         return xs   # one dtype that the op takes as it is: nothing to promote
     common = _common_dtype(op, [x.dtype for x in xs])
     return tuple(x if x.dtype is common else _apply("cast", x, arg=common) for x in xs)
-
-
-_NO_CAST_KINDS = {"any": "biufc", "numeric": "iufc", "float": "fc", "bool": "b", "integer": "iu"}
 
 
 def _binary(name: str, a, b) -> Tensor:
     # fast path: two tensors that need no promotion, broadcasting or device check
     if (type(a) is Tensor and type(b) is Tensor and a._node.dtype is b._node.dtype
             and a._node.shape == b._node.shape and a._node.device is b._node.device
-            and a._node.dtype.kind in _NO_CAST_KINDS.get(OPS[name].domain, "")):
+            and domain_allows(OPS[name].domain, a._node.dtype)):
         return _apply(name, a, b)
     # fast path for `tensor op python_number`: the constant is made at the final shape and dtype
     if type(b) in (int, float) and isinstance(a, Tensor):

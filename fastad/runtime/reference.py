@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._util import contiguous
 from ..graph import Node, toposort
 from ..ops import OPS
 
@@ -46,6 +47,5 @@ def evaluate_in_place(order: list[Node]) -> None:
             if node.buffer is None and node.op != "const":
                 out = OPS[node.op].ref(*[s.buffer if s.buffer is not None else const_array(s) for s in node.srcs],
                                        node.arg)
-                out = np.asarray(out, dtype=node.dtype.np)
-                node.settle(out if out.flags.c_contiguous else np.array(out, order="C"))
+                node.settle(contiguous(np.asarray(out, dtype=node.dtype.np)))
 

@@ -53,7 +53,8 @@ from .scratch import opaque, select, stack_array
 _UNARY = ("exp", "expm1", "log", "log1p", "sin", "cos", "tan", "tanh", "sigmoid", "sincos",
           "sin_short", "cos_short", "tan_short", "sincos_short", "exp_short")
 __all__ = [f"{name}_{sfx}" for name in _UNARY + ("pow", "floordiv", "mod") for sfx in ("f32", "f64")]
-__all__ += ["stack_array", "opaque", "select", "ipow", "upow", "TRIG_SHORT32", "TRIG_SHORT64", "EXP_SHORT32", "EXP_SHORT64"]
+__all__ += ["stack_array", "opaque", "select", "ipow", "upow",
+            "TRIG_SHORT32", "TRIG_SHORT64", "EXP_SHORT32", "EXP_SHORT64"]
 
 
 def source_hash(directory=Path(__file__).parent) -> str:
