@@ -40,6 +40,13 @@ def sigmoid(x):
         return (1 / (1 + np.exp(-x))).astype(x.dtype)
 
 
+def nan_guard_into(g, v, out):
+    """np.where(g == 0, g, v), written into `out` (the numpy tier's blocks: no new array of their size)."""
+    np.copyto(out, v)
+    np.copyto(out, g, where=g == 0)
+    return out
+
+
 def floordiv(a, b):
     """numpy's floor_divide, except the array API's special cases with an infinite operand:
     +-inf // finite is +-inf and finite // +-inf is a signed zero (numpy: nan and 0 or -1)."""

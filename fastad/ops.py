@@ -49,6 +49,8 @@ class Op:
     vjp: Optional[Callable] = None  # derivative rule: vjp(ctx, g) -> one gradient (or None) per input
     shape: Optional[Callable] = None  # shape rule: shape(srcs, arg) -> tuple (elementwise: none needed)
     reduce_identity: Optional[str] = None  # reductions: the accumulator's start ("0", "1", "-inf", "inf")
+    ref_out: Optional[Callable] = None  # ref writing into an array: ref_out(*arrays, out=); equal to ref
+                                        # on real inputs (a ufunc, or where every input has the out dtype)
 
     def __repr__(self) -> str:
         return f"Op({self.name}, {self.kind})"
@@ -228,9 +230,9 @@ f = _Builder()
 # Elementwise: unary
 # ---------------------------------------------------------------------------
 
-def _unary(name, ref, expr, vjp, domain="float", out="same", singular=False):
-    defop(name, ELEMENTWISE, 1, domain=domain, out=out, ref=lambda x, arg: ref(x),
-          expr=expr, vjp=vjp, singular=singular)
+def _unary(name, ref, expr, vjp, domain="float", out="same", singular=False, ref_out=None):
+    defop(name, ELEMENTWISE, 1, domain=domain, out=out, ref=lambda x, arg: ref(x), expr=expr, vjp=vjp,
+          singular=singular, ref_out=ref_out or (ref if isinstance(ref, np.ufunc) else None))
 
 
 _unary("neg", np.negative, "(-{0})", lambda c, g: (f.neg(g),), domain="numeric")
@@ -239,14 +241,15 @@ _unary("sign", np.sign, "sign({0})", lambda c, g: (f.like(0, c.x),), domain="num
 _unary("exp", np.exp, "exp({0})", lambda c, g: (f.mul(g, c.y),), singular=True)
 _unary("log", np.log, "log({0})", lambda c, g: (f.div(g, c.x),), singular=True)
 _unary("log1p", np.log1p, "log1p({0})", lambda c, g: (f.div(g, f.add(c.x, f.like(1, c.x))),), singular=True)
-_unary("expm1", refs.expm1, "expm1({0})", lambda c, g: (f.mul(g, f.add(c.y, f.like(1, c.y))),), singular=True)
+_unary("expm1", refs.expm1, "expm1({0})", lambda c, g: (f.mul(g, f.add(c.y, f.like(1, c.y))),), singular=True,
+       ref_out=np.expm1)
 _unary("sqrt", np.sqrt, "sqrt({0})", lambda c, g: (f.div(g, f.mul(c.y, f.like(2, c.y))),), singular=True)
 _unary("sin", np.sin, "sin({0})", lambda c, g: (f.mul(g, f.cos(c.x)),))
 _unary("cos", np.cos, "cos({0})", lambda c, g: (f.neg(f.mul(g, f.sin(c.x))),))
 _unary("tan", np.tan, "tan({0})",
        lambda c, g: (f.mul(g, f.add(f.like(1, c.y), f.mul(c.y, c.y))),), singular=True)
 _unary("tanh", refs.tanh, "tanh({0})",
-       lambda c, g: (f.mul(g, f.sub(f.like(1, c.y), f.mul(c.y, c.y))),))
+       lambda c, g: (f.mul(g, f.sub(f.like(1, c.y), f.mul(c.y, c.y))),), ref_out=np.tanh)
 _unary("sigmoid", refs.sigmoid, "sigmoid({0})",
        lambda c, g: (f.mul(g, f.mul(c.y, f.sub(f.like(1, c.y), c.y))),))
 _unary("relu", lambda x: np.maximum(x, np.zeros((), x.dtype)), "relu({0})",
@@ -322,7 +325,7 @@ defop("copy", ELEMENTWISE, 1, ref=lambda x, arg: np.array(x, copy=True), expr="{
 
 def _binary(name, ref, expr, vjp, domain="numeric", out="same", singular=False):
     defop(name, ELEMENTWISE, 2, domain=domain, out=out, ref=lambda a, b, arg: ref(a, b),
-          expr=expr, vjp=vjp, singular=singular)
+          expr=expr, vjp=vjp, singular=singular, ref_out=ref if isinstance(ref, np.ufunc) else None)
 
 
 def _div_vjp(c, g):
@@ -408,7 +411,7 @@ _binary("bitwise_right_shift", np.right_shift, "rshift({0}, {1})", None, domain=
 # nan_guard(g, v): v, or g itself (an exact zero) where g == 0. The NaN-safe rules' mask, one node;
 # piecewise constant in g, so only v gets a gradient
 defop("nan_guard", ELEMENTWISE, 2, domain="float",
-      ref=lambda g, v, arg: np.where(g == 0, g, v), expr="nan_guard({0}, {1})",
+      ref=lambda g, v, arg: np.where(g == 0, g, v), ref_out=refs.nan_guard_into, expr="nan_guard({0}, {1})",
       vjp=lambda c, gout: (None, f.nan_guard(c.a, gout)))
 defop("where", ELEMENTWISE, 3, ref=lambda cond, a, b, arg: np.where(cond, a, b),
       expr="where({0}, {1}, {2})",

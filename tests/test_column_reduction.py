@@ -145,7 +145,8 @@ def test_stored_output_and_two_reductions_in_one_kernel(jit):
         got = backend_for(CPU).run_kernel(kernel, (kept, red), inputs, [1.5])
         want = interpret(kernel, (kept, red), inputs, [1.5])
         np.testing.assert_array_equal(got[0], want[0])
-        np.testing.assert_allclose(got[1], want[1], rtol=1e-13)
+        # the tiers may add in different orders (numpy sums a row pairwise): agree to rounding
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-13, atol=1e-13 * red)
         np.testing.assert_array_equal(got[2], want[2])
         assert np.isnan(got[2][kept // 3]) and np.isnan(got[1][kept // 3])
     assert backend_for(CPU).tier_of(kernel) == "compiled"

@@ -88,3 +88,60 @@ def test_blocks_on_threads_give_identical_bits(numpy_tier, monkeypatch):
     v_one, g_one = run()
     assert v_pool == v_one
     np.testing.assert_array_equal(g_pool, g_one)
+
+
+def test_blocked_scratch_slots_with_mixed_dtypes(numpy_tier):
+    """Statements write into reused scratch buffers; ops whose result dtype differs from an
+    operand's (int times float, comparisons, where) still match the reference."""
+    rng = np.random.default_rng(4)
+    n = 3 * interp.BLOCK + 5
+    xn = rng.standard_normal(n).astype(np.float32)
+    kn = rng.integers(-5, 5, n).astype(np.int32)
+
+    def run():
+        x, k = fa.asarray(xn), fa.asarray(kn)
+        view = x * 2
+        later = fa.exp(x) + fa.sin(x)
+        mixed = fa.astype(k, fa.float32) * x + (x > 0.5)
+        guard = fa.where(k > 0, fa.sqrt(fa.abs(x)), x)
+        outs = [view + later, mixed, guard, fa.sum(view * later)]
+        fa.realize(*outs)
+        return [o.numpy() for o in outs]
+
+    got, want = both(run)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+
+
+def _hand_kernel(*ops):
+    """A float32 kernel over one input: load, two scalars, then `ops` as (name, srcs); stores the last."""
+    from fastad.dtypes import float32
+    from fastad.kernel_ir import Input, Kernel, Output, Stmt
+    body = (Stmt("load", (), float32, 0), Stmt("scalar", (), float32, 0), Stmt("scalar", (), float32, 1))
+    body += tuple(Stmt(op, srcs, float32) for op, srcs in ops)
+    return Kernel(1, 0, (Input(float32, "n"),), (float32, float32), body, (Output(len(body) - 1, float32),))
+
+
+def test_a_view_returned_by_a_reference_keeps_its_buffer():
+    """np.real of a real array returns the array itself: while that view lives, the scratch buffer
+    under it must not be reused (here by exp, computed after the mul it views is dead)."""
+    kernel = _hand_kernel(("mul", (0, 1)), ("real", (3,)), ("exp", (0,)), ("add", (4, 5)))
+    x = np.linspace(-1, 1, 3 * interp.BLOCK, dtype=np.float32)
+    out, = interp.interpret(kernel, x.shape, [(x, 0, (1,))], [1.5, 2.0])
+    np.testing.assert_array_equal(out, x * np.float32(1.5) + np.exp(x))
+
+
+def test_program_reuses_buffers_and_folds_scalar_statements():
+    """The chain's 40 statements run in a dozen scratch buffers; statements of scalars alone are
+    computed once per call, not once per block."""
+    kernel = _hand_kernel(("add", (1, 2)), ("mul", (0, 3)), ("exp", (4,)), ("sin", (5,)), ("mul", (6, 0)))
+    program, slot_dtypes = interp._compile(kernel, [1.5, 2.0], np, into=True)
+    kinds = [step[0] for step in program]
+    assert kinds == [interp._LOAD, interp._CONST, interp._CONST, interp._CONST] + [interp._INTO] * 4
+    assert program[3][3] == np.float32(3.5)
+    assert len(slot_dtypes) == 2   # mul, exp, sin, mul: each value dies at the next statement
+    x = np.linspace(-1, 1, 3 * interp.BLOCK, dtype=np.float32)
+    out, = interp.interpret(kernel, x.shape, [(x, 0, (1,))], [1.5, 2.0])
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(out, np.sin(np.exp(x * np.float32(3.5))) * x)
