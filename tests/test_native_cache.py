@@ -176,6 +176,27 @@ def test_the_remembered_cpu_fingerprint_equals_llvms_answer(cache_root):
         native._fingerprint.cache_clear()
 
 
+def test_a_cold_cache_misses_without_asking_llvm_and_a_stored_entry_then_hits(cache_root, monkeypatch):
+    """Storing an entry remembers the fingerprint first, so where none is remembered a load is a
+    miss: a cold start finds that out without importing llvmlite."""
+    from fastad.codegen.numba import render
+    from fastad.runtime.cpu_compile import compile_hint
+    kernel = _kernel()
+    source, hint = render(kernel), compile_hint(kernel)
+    native._fingerprint.cache_clear()
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(native, "_full_fingerprint", lambda: pytest.fail("the fingerprint was computed"))
+            assert native.load(source, hint) is None
+        _build(kernel)                                # compiles and stores, remembering the fingerprint
+        native._fingerprint.cache_clear()             # as a fresh process would start
+        with monkeypatch.context() as m:
+            m.setattr(native, "_full_fingerprint", lambda: pytest.fail("the fingerprint was computed"))
+            assert native.load(source, hint) is not None
+    finally:
+        native._fingerprint.cache_clear()
+
+
 def test_unresolvable_symbol_is_a_miss_not_a_crash(cache_root):
     kernel = _kernel()
     _build(kernel)
