@@ -57,8 +57,7 @@ class Device:
                 return False
         return self is other
 
-    def __hash__(self) -> int:
-        return hash((self.type, self.index))
+    __hash__ = object.__hash__   # devices are interned: equal ones are the same object (a C-level hash)
 
     def __reduce__(self):
         return (Device, (str(self),))

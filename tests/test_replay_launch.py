@@ -200,3 +200,29 @@ def test_without_a_trampoline_replays_go_through_ctypes(jit, monkeypatch):
     x = fa.asarray(np.linspace(-1, 1, 100).astype(np.float32), requires_grad=True)
     _check_replays(_value_and_grad(lambda x: fa.sum(fa.tanh(x) * x)), x)
     assert trampoline.caller(("ptr", "ptr", "int64", "int64")) is None
+
+
+def test_one_launch_called_from_several_threads_at_once(jit):
+    """A trampoline launch packs its arguments into an array of its own for each call in flight
+    (the spare arrays are shared by the calls that follow), so concurrent replays never see
+    each other's buffers."""
+    import threading
+    compiled = _check_replays(_value_and_grad(lambda x: fa.sum(fa.tanh(x) * x)),
+                              fa.asarray(np.linspace(-1, 1, 64, dtype=np.float32), requires_grad=True))
+    (launch,) = _launchers(compiled)
+    inputs = [np.linspace(-k, k, 64, dtype=np.float32) for k in range(1, 9)]
+    want = [(np.sum(np.tanh(x) * x, dtype=np.float64), np.tanh(x) + x * (1 - np.tanh(x) ** 2)) for x in inputs]
+    errors = []
+
+    def worker(k):
+        for _ in range(300):
+            value, grad = launch([inputs[k]])
+            if not (abs(float(value) - want[k][0]) < 1e-4 and np.allclose(grad, want[k][1], atol=1e-5)):
+                errors.append(k)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors

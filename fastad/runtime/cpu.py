@@ -270,12 +270,14 @@ class CpuBackend:
             in_at, out_at, part_at = ([4 + i for i in at] for at in (in_at, out_at, part_at))
 
             part_slots = list(zip(part_at, acc, full))
+            spare = []   # packed arrays not in use: a call takes one (list pop/append are atomic)
 
             def launch(buffers):
-                a = packed.copy()
-                for i, b in zip(in_at, buffers):
+                for b in buffers:
                     if not b.flags.c_contiguous:   # e.g. a broadcast constant: the general path copies it
                         return None
+                a = spare.pop() if spare else packed.copy()
+                for i, b in zip(in_at, buffers):
                     a[i] = id(b)
                 results = outputs()
                 for i, r in zip(out_at, results):
@@ -287,7 +289,9 @@ class CpuBackend:
                     parts.append(p)
                 if profile._active:
                     profile.record_launch(name, CPU, elements, tier="numba")
-                if call(address, id(a)) not in (0, -2):
+                status = call(address, id(a))
+                spare.append(a)
+                if status not in (0, -2):
                     return rerun(buffers)
                 for p, (_, _, k) in zip(parts, part_slots):
                     results[k][()] = p[0]   # one element, whatever its shape
