@@ -253,11 +253,16 @@ def collect_meta(args, argv) -> dict:
 
 
 def default_json_path(device: str, quick: bool) -> Path:
+    """benchmarks/results/<device>-<date>.json in a checkout (else in the working directory); a
+    later run of the same day gets -2, -3, ... so no earlier result is overwritten."""
     stem = f"{device}-{_dt.date.today().isoformat()}" + ("-quick" if quick else "")
     root = _repo_root()
-    if root is not None:
-        return root / "benchmarks" / "results" / f"{stem}.json"
-    return Path.cwd() / f"fastad-bench-{stem}.json"
+    folder, prefix = (root / "benchmarks" / "results", "") if root is not None else (Path.cwd(), "fastad-bench-")
+    path, k = folder / f"{prefix}{stem}.json", 1
+    while path.exists():
+        k += 1
+        path = folder / f"{prefix}{stem}-{k}.json"
+    return path
 
 
 def write_png(rows: list, meta: dict, path: Path) -> bool:

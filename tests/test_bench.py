@@ -19,3 +19,16 @@ def test_bench_quick_smoke_run(tmp_path):
     data = json.loads(out.read_text())
     fastad_rows = [row for row in data["results"] if row["impl"].startswith("fastad")]
     assert fastad_rows and all(row["status"] == "ok" for row in fastad_rows)
+
+
+def test_a_second_run_of_the_day_does_not_overwrite_the_first(tmp_path, monkeypatch):
+    from fastad import _bench_report as report
+    monkeypatch.setattr(report, "_repo_root", lambda: tmp_path)
+    first = report.default_json_path("cpu", quick=False)
+    assert first.parent == tmp_path / "benchmarks" / "results" and first.name.startswith("cpu-")
+    first.parent.mkdir(parents=True)
+    first.write_text("{}")
+    second = report.default_json_path("cpu", quick=False)
+    assert second != first and second.name == first.name.replace(".json", "-2.json")
+    second.write_text("{}")
+    assert report.default_json_path("cpu", quick=False).name == first.name.replace(".json", "-3.json")
