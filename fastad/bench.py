@@ -266,7 +266,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=float, metavar="SECONDS", default=None,
                    help="timing budget per row after warm-up (default 1.5, quick 0.2)")
     p.add_argument("--json", metavar="PATH", default=None,
-                   help="where to write results (default benchmarks/results/<device>-<date>.json)")
+                   help="where to write results (default benchmarks/results/<device>-<date>.json, -2, -3, ... for "
+                        "later runs of the day)")
     p.add_argument("--png", metavar="PATH", default=None,
                    help="where to write the plot (default: next to the JSON; skipped without matplotlib)")
     p.add_argument("--no-save", action="store_true", help="print the table only, write no files")
