@@ -132,15 +132,19 @@ def test_a_view_returned_by_a_reference_keeps_its_buffer():
     np.testing.assert_array_equal(out, x * np.float32(1.5) + np.exp(x))
 
 
-def test_program_reuses_buffers_and_folds_scalar_statements():
-    """The chain's 40 statements run in a dozen scratch buffers; statements of scalars alone are
-    computed once per call, not once per block."""
+def test_program_reuses_buffers_and_folds_scalar_statements(monkeypatch):
+    """Values share scratch buffers once dead; statements of scalars alone are computed once per
+    call, not once per block."""
     kernel = _hand_kernel(("add", (1, 2)), ("mul", (0, 3)), ("exp", (4,)), ("sin", (5,)), ("mul", (6, 0)))
     program, slot_dtypes = interp._compile(kernel, [1.5, 2.0], np, into=True)
     kinds = [step[0] for step in program]
     assert kinds == [interp._LOAD, interp._CONST, interp._CONST, interp._CONST] + [interp._INTO] * 4
     assert program[3][3] == np.float32(3.5)
     assert len(slot_dtypes) == 2   # mul, exp, sin, mul: each value dies at the next statement
+    # the plan is kept per kernel; another call's scalars only recompute the constant values
+    monkeypatch.setattr(interp, "_plan", lambda *a: pytest.fail("planned twice"))
+    again, _ = interp._compile(kernel, [0.5, 1.0], np, into=True)
+    assert again[3][3] == np.float32(1.5) and [step[0] for step in again] == kinds
     x = np.linspace(-1, 1, 3 * interp.BLOCK, dtype=np.float32)
     out, = interp.interpret(kernel, x.shape, [(x, 0, (1,))], [1.5, 2.0])
     with np.errstate(all="ignore"):

@@ -8,7 +8,7 @@ outputs), so tests can compare the two.
 
 Large numpy problems run in blocks of about `BLOCK` elements along the first
 dimension, and each block's statements write into a few scratch buffers that
-are reused from block to block (`_compile`: a value is dropped after its last
+are reused from block to block (`_plan`: a value is dropped after its last
 use, an op with a `ref_out` writes into a free buffer of its dtype). So the
 temporaries stay in cache and nothing of a block's size is allocated per
 statement; fresh arrays per statement cost a page fault per 4 KB, and holding
@@ -90,11 +90,36 @@ def interpret(kernel, shape: tuple, inputs: list, scalars: list, xp=np, run_bloc
 _LOAD, _CONST, _INTO, _REF = range(4)
 
 
+_PLANS: dict = {}   # (kernel key, into) -> (steps, slot dtypes): `_plan` costs ~200 us for 40 statements
+_MAX_PLANS = 512
+
+
 def _compile(kernel, scalars: list, xp, into: bool):
     """The kernel body as a list of steps (kind, fn, srcs, arg, dtype, slot, dead) and the dtype of
-    each scratch slot.
+    each scratch slot: the kernel's plan (cached by its key) with this call's scalar-only values
+    (`_CONST`), which are computed once here, not once per block."""
+    key = (kernel.key, into)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _plan(kernel, into)
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.pop(next(iter(_PLANS)))   # the oldest plan
+        _PLANS[key] = plan
+    steps, slot_dtypes = plan
+    program, consts = list(steps), {}
+    with np.errstate(all="ignore"):
+        for i, (kind, fn, srcs, arg, dt, slot, dead) in enumerate(steps):
+            if kind == _CONST:
+                consts[i] = (xp.asarray(scalars[arg], dtype=dt) if fn is None else
+                             xp.asarray(fn(*[consts[s] for s in srcs], arg), dtype=dt))
+                program[i] = (_CONST, None, (), consts[i], dt, None, dead)
+    return program, slot_dtypes
 
-    * A value that depends on scalars alone is computed once here (`_CONST`), not once per block.
+
+def _plan(kernel, into: bool):
+    """The steps of `_compile` without this call's scalars (a `_CONST` step holds the op's
+    reference, or None and the scalar's index).
+
     * With `into` (numpy arrays), an op with a `ref_out` that gives the statement's dtype on these
       operands writes into a scratch slot (`_INTO`): no allocation per block. The rest call the
       op's reference (`_REF`).
@@ -111,40 +136,41 @@ def _compile(kernel, scalars: list, xp, into: bool):
     for value, i in last.items():
         if i < len(body):
             dead[i].append(value)
-    program, consts, holds, refs, free, slot_dtypes = [], {}, [], [], {}, []
-    with np.errstate(all="ignore"):
-        for i, st in enumerate(body):
-            dt = st.dtype.np
-            held = set()
-            if st.op == "load":
-                step = (_LOAD, None, (), st.arg, dt, None)
-            elif st.op == "scalar" or all(s in consts for s in st.srcs):
-                consts[i] = (xp.asarray(scalars[st.arg], dtype=dt) if st.op == "scalar" else
-                             xp.asarray(OPS[st.op].ref(*[consts[s] for s in st.srcs], st.arg), dtype=dt))
-                step = (_CONST, None, (), consts[i], dt, None)
+    steps, consts, holds, refs, free, slot_dtypes = [], set(), [], [], {}, []
+    for i, st in enumerate(body):
+        dt = st.dtype.np
+        held = set()
+        if st.op == "load":
+            step = (_LOAD, None, (), st.arg, dt, None)
+        elif st.op == "scalar":
+            consts.add(i)
+            step = (_CONST, None, (), st.arg, dt, None)
+        elif all(s in consts for s in st.srcs):
+            consts.add(i)
+            step = (_CONST, OPS[st.op].ref, st.srcs, st.arg, dt, None)
+        else:
+            ref_out = OPS[st.op].ref_out
+            if into and ref_out is not None and _writes_dtype(ref_out, [body[s].dtype.np for s in st.srcs], dt):
+                pool = free.setdefault(dt, [])
+                slot = pool.pop() if pool else len(slot_dtypes)
+                if slot == len(slot_dtypes):
+                    slot_dtypes.append(dt)
+                    refs.append(0)
+                held = {slot}
+                step = (_INTO, ref_out, st.srcs, None, dt, slot)
             else:
-                ref_out = OPS[st.op].ref_out
-                if into and ref_out is not None and _writes_dtype(ref_out, [body[s].dtype.np for s in st.srcs], dt):
-                    pool = free.setdefault(dt, [])
-                    slot = pool.pop() if pool else len(slot_dtypes)
-                    if slot == len(slot_dtypes):
-                        slot_dtypes.append(dt)
-                        refs.append(0)
-                    held = {slot}
-                    step = (_INTO, ref_out, st.srcs, None, dt, slot)
-                else:
-                    held = set().union(*[holds[s] for s in st.srcs])
-                    step = (_REF, OPS[st.op].ref, st.srcs, st.arg, dt, None)
-            holds.append(held)
-            for slot in held:
-                refs[slot] += 1
-            for v in dead[i]:
-                for slot in holds[v]:
-                    refs[slot] -= 1
-                    if refs[slot] == 0:
-                        free.setdefault(slot_dtypes[slot], []).append(slot)
-            program.append(step + (dead[i],))
-    return program, slot_dtypes
+                held = set().union(*[holds[s] for s in st.srcs])
+                step = (_REF, OPS[st.op].ref, st.srcs, st.arg, dt, None)
+        holds.append(held)
+        for slot in held:
+            refs[slot] += 1
+        for v in dead[i]:
+            for slot in holds[v]:
+                refs[slot] -= 1
+                if refs[slot] == 0:
+                    free.setdefault(slot_dtypes[slot], []).append(slot)
+        steps.append(step + (dead[i],))
+    return steps, slot_dtypes
 
 
 def _writes_dtype(into, operand_dtypes: list, dt) -> bool:
