@@ -229,3 +229,52 @@ def test_column_form_slices_stay_wide():
     row, shape = kernel_of(fa.sum(fa.asarray(np.ones((1000, 10000), np.float32)), axis=1))
     assert slice_count(row, shape[0], math.prod(shape)) == CHUNKS
 
+
+
+def test_a_narrow_tall_reduction_runs_in_chunks_of_rows_on_every_thread(jit, monkeypatch):
+    """Too few columns to slice (fewer than 2 x COLUMN_SLICE): the reduced dim is split in chunks by
+    size alone, each reducing into partials of its own, merged in chunk order. Results match
+    numpy (NaN kept by max/min, integer sums wrap as numpy's), are bit-identical on one thread or
+    the pool, and a kernel that also stores per element is not split."""
+    from fastad.device import CPU
+    from fastad.runtime import backend_for
+    from fastad.runtime.cpu import reduced_split
+    backend = backend_for(CPU)
+    rng = np.random.default_rng(11)
+    f32 = rng.standard_normal((300_000, 7)).astype(np.float32)
+    f32[250_001, 3] = np.nan
+    i32 = rng.integers(-2**30, 2**30, (270_000, 5)).astype(np.int32)
+    cases = [(f32, fa.sum), (f32, fa.max), (f32, fa.min), (f32.astype(np.float64), fa.sum),
+             (i32, fa.sum), (i32, fa.max), (np.full((262_144, 3), 1.0000001, np.float32), fa.prod)]
+
+    def run():
+        return [_compiled(f(fa.asarray(a) * 1, axis=0)).copy() for a, f in cases]
+
+    k = _kernel(fa.sum(fa.asarray(f32) * 1, axis=0))
+    assert reduced_split(k, (7, 300_000), 7 * 300_000) > 1
+    assert reduced_split(k, (7, 1000), 7000) == 1
+    split_runs = []
+    launch_split = backend._launch_split
+    monkeypatch.setattr(backend, "_launch_split", lambda *a: split_runs.append(1) or launch_split(*a))
+    pooled = run()
+    assert len(split_runs) == len(cases)
+    monkeypatch.setattr(backend, "_pool", None)
+    serial = run()
+    for a, b in zip(pooled, serial):
+        assert a.tobytes() == b.tobytes()
+    with np.errstate(all="ignore"):
+        np.testing.assert_allclose(pooled[0], f32.astype(np.float64).sum(axis=0), rtol=1e-6)
+        assert np.isnan(pooled[0][3]) and np.isnan(pooled[1][3]) and np.isnan(pooled[2][3])
+        np.testing.assert_array_equal(pooled[1], f32.max(axis=0))
+        np.testing.assert_array_equal(pooled[2], f32.min(axis=0))
+        np.testing.assert_allclose(pooled[3], f32.astype(np.float64).sum(axis=0), rtol=1e-12)
+        np.testing.assert_array_equal(pooled[4], i32.sum(axis=0))   # int64: numpy's sum of int32
+        np.testing.assert_array_equal(pooled[5], i32.max(axis=0))
+        np.testing.assert_allclose(pooled[6], np.prod(cases[6][0].astype(np.float64), axis=0), rtol=1e-4)
+    # a stored output next to the reduction: not split (its per-element layout is the whole matrix)
+    from fastad import dtypes as dt
+    from fastad.kernel_ir import Input, Kernel, Output, Stmt
+    both = Kernel(ndim=2, reduce_ndim=1, inputs=(Input(dt.float32, "1n"),), scalars=(),
+                  body=(Stmt("load", (), dt.float32, 0), Stmt("exp", (0,), dt.float32)),
+                  outputs=(Output(1, dt.float32), Output(1, dt.float32, "sum")))
+    assert cg.column_form(both) and reduced_split(both, (7, 300_000), 7 * 300_000) == 1

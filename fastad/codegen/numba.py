@@ -575,7 +575,9 @@ def accumulator_dtype(kernel: Kernel, k: int) -> np.dtype:
 
 
 def merge_partials(kernel: Kernel, k: int, parts: list):
-    """Combine the chunk partials of full reduction `k`, in chunk order (host side)."""
+    """Combine the chunk partials of reduction `k`, in chunk order (host side): scalars of a full
+    reduction, or arrays of per-column partials (`CpuBackend._launch_split`). A NaN in max/min
+    wins, as in the kernel."""
     op = kernel.outputs[k].reduce
     acc = parts[0]
     with np.errstate(all="ignore"):
@@ -584,6 +586,7 @@ def merge_partials(kernel: Kernel, k: int, parts: list):
                 acc = acc + p
             elif op == "prod":
                 acc = acc * p
-            elif p != p or (p > acc if op == "max" else p < acc):
-                acc = p
+            else:
+                take = (p != p) | (p > acc if op == "max" else p < acc)
+                acc = np.where(take, p, acc) if np.ndim(take) else (p if take else acc)
     return acc

@@ -27,7 +27,9 @@ the semantics (numpy's error, or numpy's result).
 Sizes of at least `settings.parallel_min_elements` are split into up to `CHUNKS`
 slices of the first dimension (`slice_count`), run on a thread pool; reduction partials are
 written per slice and combined in slice order, so results never depend on the
-thread count. `FASTAD_NUM_THREADS` (default: NUMBA_NUM_THREADS, i.e. the core
+thread count. A column-form reduction too narrow to slice (a (1M, 10) matrix summed
+over axis 0) is split along its reduced dim instead (`reduced_split`), with
+per-chunk partial columns merged in chunk order. `FASTAD_NUM_THREADS` (default: NUMBA_NUM_THREADS, i.e. the core
 count) sets the pool size.
 """
 from __future__ import annotations
@@ -143,6 +145,20 @@ def slice_count(kernel, rows: int, elements: int) -> int:
     return max(1, min(rows // width, CHUNKS, max(2, elements // max(1, least // 8))))
 
 
+def reduced_split(kernel, shape: tuple, elements: int) -> int:
+    """How many chunks of the reduced dim a column-form reduction runs in where its kept dim is
+    too narrow to slice (`slice_count` gives 1: fewer than 2 x COLUMN_SLICE columns, e.g. the
+    sum over axis 0 of a (1M, 10) matrix). Each chunk reduces its rows into partial outputs of
+    its own, merged in chunk order. By size alone, as `slice_count`, so results are the same for
+    any thread count. 1: no split (too small, or the kernel also stores per element)."""
+    from ..codegen.numba import column_form
+    least = settings.parallel_min_elements
+    if (elements < least or not column_form(kernel) or any(not o.reduce for o in kernel.outputs)
+            or slice_count(kernel, shape[0], elements) > 1):
+        return 1
+    return max(1, min(CHUNKS, shape[1], elements // max(1, least // 8)))
+
+
 class CpuBackend:
     xp = np
 
@@ -242,7 +258,8 @@ class CpuBackend:
         for i in in_at + out_at + part_at:
             kinds[4 + i] = "obj"
         slices = slice_count(kernel, rows, elements)
-        single = slices == 1
+        split = reduced_split(kernel, shape, elements) if slices == 1 else 1
+        single = slices == 1 and split == 1
         call = trampoline.caller(tuple(kinds)) if trampolines and single else None
         fn, slots = entry.fn, entry.slots
         full, acc, name, address, pooled = entry.full, entry.acc, kernel.name, entry.address, buffer_pool.empty
@@ -309,6 +326,9 @@ class CpuBackend:
                 a[i] = data_address(r)
             if profile._active:
                 profile.record_launch(name, CPU, elements, tier="numba")
+            if split > 1:
+                return self._launch_split(kernel, entry, shape, split, a, in_at, out_at, inputs, results) or \
+                    rerun(buffers)
             if single:   # one slice on this thread, as `_launch` would run it, without its set-up
                 parts = [np.empty(1, d) for d in acc]
                 if fn(slots, slots + 16, 0, rows, *a, *[data_address(p) for p in parts]) not in (0, -2):
@@ -335,25 +355,47 @@ class CpuBackend:
             status = fn(ret, ret + 16, 0, rows, *args, *[b for b, _ in base])
             return parts if status in (0, -2) else None
         bounds = [(c * rows // n, (c + 1) * rows // n) for c in range(n)]
-        workers = 1 if self._pool is None else min(self._threads, n)
-        # slices are claimed one at a time (next() on a shared iterator is atomic under the GIL), so a
-        # thread that starts late or runs slower takes fewer of them instead of leaving the others idle;
-        # each slice writes its own partials, so the claim order never changes a result
-        claim = iter(range(n))
+        status = [0] * n
 
-        def work():
-            ok = True
-            for c in claim:
-                status = fn(ret + 32 * c, ret + 32 * c + 16, bounds[c][0], bounds[c][1], *args,
-                            *[b + c * size for b, size in base])
-                ok &= status in (0, -2)   # 0: returned, -2: returned None
-            return ok
+        def one(c):   # each slice writes its own partials, so the claim order never changes a result
+            status[c] = fn(ret + 32 * c, ret + 32 * c + 16, bounds[c][0], bounds[c][1], *args,
+                           *[b + c * size for b, size in base])
 
-        futures = [self._pool.submit(work) for _ in range(1, workers)]
-        ok = work()  # the calling thread works too
-        for f in futures:
-            ok &= f.result()
-        return parts if ok else None
+        self._run_blocks(one, n)
+        return parts if all(s in (0, -2) for s in status) else None   # 0: returned, -2: returned None
+
+    def _launch_split(self, kernel, entry: Native, shape, n: int, args, in_at, out_at, inputs, results):
+        """A column-form reduction in `n` chunks of its reduced dim (`reduced_split`): each chunk is
+        one call over every kept index with its own row range (dim 1's extent and the inputs'
+        offsets moved) and its own partial outputs, which merge in chunk order into `results`.
+        None if a chunk raised."""
+        kept, red = shape
+        calls, partials = [], []
+        for c in range(n):
+            lo, hi = c * red // n, (c + 1) * red // n
+            a = list(args)
+            a[1] = hi - lo
+            for at, (_, strides), inp in zip(in_at, inputs, kernel.inputs):
+                if inp.pattern[1] == "n":
+                    a[at + 1] += lo * int(strides[1])
+            outs = [np.empty(kept, r.dtype) for r in results]
+            for at, o in zip(out_at, outs):
+                a[at] = data_address(o)
+            calls.append(a)
+            partials.append(outs)
+        fn, ret, status = entry.fn, entry.slots, [0] * n
+
+        def one(c):
+            status[c] = fn(ret + 32 * c, ret + 32 * c + 16, 0, kept, *calls[c])
+
+        self._run_blocks(one, n)
+        if not all(s in (0, -2) for s in status):
+            return None
+        for k, r in enumerate(results):
+            wide = np.float64 if r.dtype.kind == "f" else r.dtype   # float partials merge in float64
+            merged = merge_partials(kernel, k, [p[k].astype(wide, copy=False) for p in partials])
+            r.reshape(-1)[:] = merged
+        return results
 
     def _run_blocks(self, f, n: int) -> None:
         """f(0) .. f(n-1) on the pool and this thread, each index claimed once (any order)."""
