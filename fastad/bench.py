@@ -12,8 +12,12 @@ How a row is timed (`run_group`): `make()` builds inputs; the first call is
 timed alone (`first_s`: compilation included); `warmup - 1` more calls follow
 untimed (fastad needs 3 so its tiered CPU runtime reaches compiled kernels).
 Then the implementations of one workload and size are timed round-robin, one
-call each per round, until each has `min_repeats` and has spent its time
-budget (or reached `max_repeats`); best and median are reported. The output of
+sample each per round, until each has `min_repeats` and has spent its time
+budget (or reached `max_repeats`); best and median are reported. A sample is
+`reps` consecutive calls, as many as fill about `SAMPLE_S` (from one timed
+call after the warm-up; 1 for calls longer than that): a single call of a few
+microseconds would measure the timer and caches left cold by the other rows,
+not the call a loop repeats. The output of
 the last timed call is checked against a float64 reference; a row that fails
 the check is marked MISMATCH and the command exits 1. For fastad rows two
 `fastad.profile()` records are kept: the warm-up (compiles, cache hits) and one
@@ -48,6 +52,9 @@ __all__ = ["main", "run", "add_arguments", "run_case", "run_group", "format_tabl
 # ---------------------------------------------------------------------------
 # Timing
 # ---------------------------------------------------------------------------
+
+SAMPLE_S = 1e-3   # a timed sample repeats a short call until it lasts about this long (`_Timed.reps`)
+
 
 class Budget:
     """How long to time each row."""
@@ -92,6 +99,7 @@ class _Timed:
         self.spent = 0.0
         self.out = None
         self.prof_warm = None
+        self.reps = 1   # calls per timed sample (set after the warm-up)
 
     @property
     def active(self) -> bool:
@@ -136,6 +144,10 @@ class _Timed:
                     wait_for_compiles()
                     r.step()
                 self.row["first_s"] = first_s
+                if not case.subprocess:
+                    t0 = time.perf_counter()
+                    r.step()
+                    self.reps = max(1, min(1000, int(SAMPLE_S / max(time.perf_counter() - t0, 1e-9))))
             finally:
                 if self.prof_warm is not None:
                     self.prof_warm.__exit__(None, None, None)
@@ -144,8 +156,10 @@ class _Timed:
 
     def time_once(self) -> None:
         try:
+            step = self.runner.step
             t0 = time.perf_counter()
-            self.out = self.runner.step()
+            for _ in range(self.reps):
+                self.out = step()
             dt = time.perf_counter() - t0
             if self.case.subprocess and isinstance(self.out, dict) and "wall_s" in self.out:
                 dt = self.out["wall_s"]   # the process alone, not the harness's set-up and clean-up around it
@@ -153,7 +167,7 @@ class _Timed:
             self.fail(e)
             return
         self.spent += dt
-        self.times.append(dt / self.runner.inner)
+        self.times.append(dt / (self.runner.inner * self.reps))
 
     def finish(self) -> dict:
         """Statistics, the fastad steady-state profile and the correctness check; releases the runner."""
@@ -161,7 +175,8 @@ class _Timed:
         try:
             if row["status"] == "ok" and self.times:
                 row.update(best_s=min(self.times), median_s=statistics.median(self.times),
-                           repeats=len(self.times), inner=r.inner, times=[round(t, 9) for t in self.times[:50]])
+                           repeats=len(self.times), inner=r.inner, reps=self.reps,
+                           times=[round(t, 9) for t in self.times[:50]])
                 if r.extra is not None:
                     row["extra"] = r.extra(self.out)
                 if self.case.role == "fastad" and not self.case.subprocess:

@@ -19,6 +19,10 @@ def test_bench_quick_smoke_run(tmp_path):
     data = json.loads(out.read_text())
     fastad_rows = [row for row in data["results"] if row["impl"].startswith("fastad")]
     assert fastad_rows and all(row["status"] == "ok" for row in fastad_rows)
+    # a sample repeats a call of microseconds (numpy's 1k memory-bound step) until it lasts ~1 ms
+    timed = {(row["workload"], row["impl"]): row for row in data["results"] if row.get("best_s")}
+    assert timed[("memory", "numpy")]["reps"] > 1
+    assert all(row["reps"] >= 1 and row["best_s"] > 0 for row in timed.values())
 
 
 def test_a_second_run_of_the_day_does_not_overwrite_the_first(tmp_path, monkeypatch):
