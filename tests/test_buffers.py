@@ -69,3 +69,26 @@ def test_small_outputs_are_not_pooled(jit):
     for _ in range(5):
         (x + 1).numpy()
     assert (pool.reused, pool.allocated) == before
+
+
+def test_fresh_pool_memory_is_private_writable_and_released(monkeypatch):
+    """Large pool buffers are anonymous private mappings of their own (no huge-page advice, whose
+    compaction stalls first touches here), or numpy arrays where mmap cannot make one."""
+    import gc
+    import weakref
+    from fastad.runtime import buffers
+    a = buffers.fresh_bytes(3 << 20)
+    a[:] = 7
+    b = buffers.fresh_bytes(3 << 20)
+    assert a.dtype == np.uint8 and a.size == 3 << 20 and a.flags.writeable and a.flags.c_contiguous
+    assert not np.shares_memory(a, b) and not b.any() and int(a[-1]) == 7
+    view = a.view(np.float32).reshape(1024, -1)   # as the pool hands it out
+    base = weakref.ref(a.base)
+    del a
+    assert base() is not None   # the view keeps the mapping alive
+    del view
+    gc.collect()
+    assert base() is None       # and the last holder releases it
+    monkeypatch.setattr(buffers, "_MAP_FLAGS", None)
+    c = buffers.fresh_bytes(1 << 20)
+    assert c.size == 1 << 20 and c.flags.writeable and c.base is None
