@@ -27,6 +27,7 @@ import threading
 import numpy as np
 
 from ..ops import OPS
+from .buffers import pool as buffer_pool
 
 __all__ = ["interpret", "BLOCK"]
 
@@ -48,7 +49,7 @@ def interpret(kernel, shape: tuple, inputs: list, scalars: list, xp=np, run_bloc
     rows, inner = shape[0], n // shape[0]
     n_outer = kernel.ndim - kernel.reduce_ndim
     kept = math.prod(shape[1:n_outer]) if n_outer else 0   # reduced-output elements per row
-    outs = [None if (o.reduce and not n_outer) else np.empty(kept * rows if o.reduce else n, o.dtype.np)
+    outs = [None if (o.reduce and not n_outer) else buffer_pool.empty(kept * rows if o.reduce else n, o.dtype.np)
             for o in kernel.outputs]
     step = max(1, BLOCK // max(inner, 1))
     blocks = range(0, rows, step)
