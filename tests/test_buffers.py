@@ -92,3 +92,19 @@ def test_fresh_pool_memory_is_private_writable_and_released(monkeypatch):
     monkeypatch.setattr(buffers, "_MAP_FLAGS", None)
     c = buffers.fresh_bytes(1 << 20)
     assert c.size == 1 << 20 and c.flags.writeable and c.base is None
+
+
+def test_fresh_pool_memory_is_visible_to_tracemalloc():
+    import gc
+    import tracemalloc
+    from fastad.runtime import buffers
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        raw = buffers.fresh_bytes(8 << 20)
+        assert tracemalloc.get_traced_memory()[0] - before >= 8 << 20
+        del raw
+        gc.collect()
+        assert tracemalloc.get_traced_memory()[0] - before < 1 << 20
+    finally:
+        tracemalloc.stop()
