@@ -31,6 +31,12 @@ def both(fn):
     return got, want
 
 
+def _agree(got: list, want: list, tol: float) -> None:
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
+
+
 def test_blocked_chain_value_and_gradient(numpy_tier):
     xn = np.random.default_rng(0).uniform(-3, 3, 3 * interp.BLOCK + 17).astype(np.float32)
 
@@ -61,9 +67,7 @@ def test_blocked_row_reductions_and_broadcasts(numpy_tier):
         return [o.numpy() for o in outs]
 
     got, want = both(run)
-    for g, w in zip(got, want):
-        assert g.dtype == w.dtype and g.shape == w.shape
-        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+    _agree(got, want, 1e-12)
     assert np.isnan(got[1][3]) and np.isnan(got[2])
 
 
@@ -109,10 +113,7 @@ def test_blocked_scratch_slots_with_mixed_dtypes(numpy_tier):
         fa.realize(*outs)
         return [o.numpy() for o in outs]
 
-    got, want = both(run)
-    for g, w in zip(got, want):
-        assert g.dtype == w.dtype and g.shape == w.shape
-        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+    _agree(*both(run), 1e-6)
 
 
 def _hand_kernel(*ops):
