@@ -25,12 +25,13 @@ A compiled kernel is the native function of `body(lo, hi, ...)` (see
 reports that it raised, the kernel runs again on the numpy tier, which defines
 the semantics (numpy's error, or numpy's result).
 Sizes of at least `settings.parallel_min_elements` are split into up to `CHUNKS`
-slices of the first dimension (`slice_count`), run on a thread pool; reduction partials are
-written per slice and combined in slice order, so results never depend on the
-thread count. A column-form reduction too narrow to slice (a (1M, 10) matrix summed
-over axis 0) is split along its reduced dim instead (`reduced_split`), with
-per-chunk partial columns merged in chunk order. `FASTAD_NUM_THREADS` (default: NUMBA_NUM_THREADS, i.e. the core
-count) sets the pool size.
+slices of the first dimension (`slice_count`), run on a thread pool; reduction
+partials are written per slice and combined in slice order, so results never
+depend on the thread count. A column-form reduction too narrow to slice (a
+(1M, 10) matrix summed over axis 0) is split along its reduced dim instead
+(`reduced_split`), with per-chunk partial columns merged in chunk order.
+`FASTAD_NUM_THREADS` (default: NUMBA_NUM_THREADS, i.e. the core count) sets the
+pool size.
 """
 from __future__ import annotations
 
