@@ -138,12 +138,16 @@ def slice_count(kernel, rows: int, elements: int) -> int:
     column-form reduction (`codegen.numba.column_form`: dim 0 is the kept, contiguous one) keeps
     slices at least COLUMN_SLICE wide: every slice reads all the rows of its columns, and
     narrower slices would read each cache line many times over."""
-    least = settings.parallel_min_elements
-    if elements < least or rows < 2:
+    if elements < settings.parallel_min_elements or rows < 2:
         return 1
     from ..codegen.numba import column_form
     width = COLUMN_SLICE if column_form(kernel) else 1
-    return max(1, min(rows // width, CHUNKS, max(2, elements // max(1, least // 8))))
+    return max(1, min(rows // width, CHUNKS, max(2, elements // _least_slice())))
+
+
+def _least_slice() -> int:
+    """Elements a slice holds at least: an eighth of `settings.parallel_min_elements`."""
+    return max(1, settings.parallel_min_elements // 8)
 
 
 def reduced_split(kernel, shape: tuple, elements: int) -> int:
@@ -153,11 +157,10 @@ def reduced_split(kernel, shape: tuple, elements: int) -> int:
     its own, merged in chunk order. By size alone, as `slice_count`, so results are the same for
     any thread count. 1: no split (too small, or the kernel also stores per element)."""
     from ..codegen.numba import column_form
-    least = settings.parallel_min_elements
-    if (elements < least or not column_form(kernel) or any(not o.reduce for o in kernel.outputs)
-            or slice_count(kernel, shape[0], elements) > 1):
+    if (elements < settings.parallel_min_elements or not column_form(kernel)
+            or any(not o.reduce for o in kernel.outputs) or slice_count(kernel, shape[0], elements) > 1):
         return 1
-    return max(1, min(CHUNKS, shape[1], elements // max(1, least // 8)))
+    return max(1, min(CHUNKS, shape[1], elements // _least_slice()))
 
 
 class CpuBackend:
@@ -350,20 +353,13 @@ class CpuBackend:
         slice partials per full reduction, or None if a slice raised."""
         parts = [np.empty(n, d) for d in entry.acc]
         base = [(p.ctypes.data, p.itemsize) for p in parts]
-        ret = entry.slots   # per slice: Numba's return and exception slots (written, never read)
-        fn = entry.fn
         if n == 1:
-            status = fn(ret, ret + 16, 0, rows, *args, *[b for b, _ in base])
+            status = entry.fn(entry.slots, entry.slots + 16, 0, rows, *args, *[b for b, _ in base])
             return parts if status in (0, -2) else None
-        bounds = [(c * rows // n, (c + 1) * rows // n) for c in range(n)]
-        status = [0] * n
-
-        def one(c):   # each slice writes its own partials, so the claim order never changes a result
-            status[c] = fn(ret + 32 * c, ret + 32 * c + 16, bounds[c][0], bounds[c][1], *args,
-                           *[b + c * size for b, size in base])
-
-        self._run_blocks(one, n)
-        return parts if all(s in (0, -2) for s in status) else None   # 0: returned, -2: returned None
+        # each slice writes its own partials, so the claim order never changes a result
+        calls = [(c * rows // n, (c + 1) * rows // n, [*args, *[b + c * size for b, size in base]])
+                 for c in range(n)]
+        return parts if self._call_all(entry, calls) else None
 
     def _launch_split(self, kernel, entry: Native, shape, n: int, args, in_at, out_at, inputs, results):
         """A column-form reduction in `n` chunks of its reduced dim (`reduced_split`): each chunk is
@@ -382,21 +378,28 @@ class CpuBackend:
             outs = [np.empty(kept, r.dtype) for r in results]
             for at, o in zip(out_at, outs):
                 a[at] = data_address(o)
-            calls.append(a)
+            calls.append((0, kept, a))
             partials.append(outs)
-        fn, ret, status = entry.fn, entry.slots, [0] * n
-
-        def one(c):
-            status[c] = fn(ret + 32 * c, ret + 32 * c + 16, 0, kept, *calls[c])
-
-        self._run_blocks(one, n)
-        if not all(s in (0, -2) for s in status):
+        if not self._call_all(entry, calls):
             return None
         for k, r in enumerate(results):
             wide = np.float64 if r.dtype.kind == "f" else r.dtype   # float partials merge in float64
             merged = merge_partials(kernel, k, [p[k].astype(wide, copy=False) for p in partials])
             r.reshape(-1)[:] = merged
         return results
+
+    def _call_all(self, entry: Native, calls: list) -> bool:
+        """Call the entry point once per (lo, hi, args) of `calls` on the pool and this thread, each
+        call with Numba's return and exception slots of its own (written, never read); False if one
+        raised (0: returned, -2: returned None)."""
+        fn, ret, status = entry.fn, entry.slots, [0] * len(calls)
+
+        def one(c):
+            lo, hi, args = calls[c]
+            status[c] = fn(ret + 32 * c, ret + 32 * c + 16, lo, hi, *args)
+
+        self._run_blocks(one, len(calls))
+        return all(s in (0, -2) for s in status)
 
     def _run_blocks(self, f, n: int) -> None:
         """f(0) .. f(n-1) on the pool and this thread, each index claimed once (any order)."""
