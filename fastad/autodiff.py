@@ -26,12 +26,19 @@ from __future__ import annotations
 import functools
 import threading
 
+from . import backward_memo
 from .ops import OPS, VJPContext, f
 
 __all__ = ["GradFn", "backward", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
            "active_tapes", "recording_tapes"]
 
-_state = threading.local()
+
+
+class _GradMode(threading.local):
+    enabled = True   # a class default, so a thread that never switched reads it without a miss
+
+
+_state = _GradMode()
 
 # GradientTapes inside whose `with` block we are, innermost last (fastad.tape manages it)
 active_tapes: list = []
@@ -49,7 +56,7 @@ def recording_tapes(inputs) -> tuple:
 
 
 def is_grad_enabled() -> bool:
-    return getattr(_state, "enabled", True)
+    return _state.enabled
 
 
 class set_grad_enabled:
@@ -180,20 +187,48 @@ def backward(roots: list, seeds: list, sink, retain_graph: bool = False, stop_at
     the walk: leaves, and tensors in `stop_at` (ids) or with retain_grad. The
     gradients are nodes; with `create_graph` they are tensors whose own graph is
     recorded (seeds must then be tensors). `tape`: follow only the GradFns that
-    this GradientTape recorded.
+    this GradientTape recorded. A plain walk over a graph structure seen before
+    rebuilds the gradient graph from its recipe (`fastad.backward_memo`).
     """
+    stop_at = stop_at or _NO_STOPS
+    order = _topo(roots, tape)
+    recording = None
+    if not create_graph and tape is None and backward_memo.enabled:
+        found = backward_memo.structure_key(order, roots, seeds, stop_at)
+        if found is not None:
+            key, known = found
+            memo = backward_memo.lookup(key)
+            if memo is not None and memo is not backward_memo.RULES:
+                backward_memo.replay(memo, known, order, sink, retain_graph)
+                return
+            if memo is None:
+                recording = backward_memo.record(key, known, order)
+    if recording is None:
+        _walk(order, roots, seeds, sink, retain_graph, stop_at, create_graph, tape, None)
+    else:
+        with recording:
+            _walk(order, roots, seeds, sink, retain_graph, stop_at, create_graph, tape, recording)
+
+
+_NO_STOPS = frozenset()
+
+
+def _walk(order, roots, seeds, sink, retain_graph, stop_at, create_graph, tape, recording) -> None:
+    """The walk itself: each op's derivative rule, in reverse topological order (`recording`: tell it
+    each sink call and freed GradFn)."""
     grads: dict[int, object] = {}
     for r, s in zip(roots, seeds):
         grads[id(r)] = _accumulate(grads.get(id(r)), s)
-    stop_at = stop_at or set()
-    order = _topo(roots, tape)
-    for t in reversed(order):
+    last = len(order) - 1
+    for k, t in enumerate(reversed(order)):
         g = grads.pop(id(t), None)
         if g is None:
             continue
         fn = t._ctx if tape is None else _followed(t._ctx, tape)
         if fn is None or id(t) in stop_at or t._retains_grad:
             sink(t, g)
+            if recording is not None:
+                recording.sinks.append((t, g))
             if fn is None:
                 continue
         if fn.freed:
@@ -215,6 +250,8 @@ def backward(roots: list, seeds: list, sink, retain_graph: bool = False, stop_at
                 grads[id(parent)] = _accumulate(grads.get(id(parent)), pg)
         if not retain_graph:
             fn.free()
+            if recording is not None:
+                recording.freed.append(last - k)
 
 
 def _saved_tensors(cls, fn) -> tuple:

@@ -16,7 +16,6 @@ import numpy as np
 from ._util import contiguous
 
 from . import dtypes as dt
-from . import device as _device
 from .device import CPU, to_device
 from .graph import Node
 from .ops import const
@@ -76,14 +75,10 @@ def _host_array(obj, dtype) -> np.ndarray:
     return contiguous(arr)
 
 
-def _default_is_cpu() -> bool:
-    return _device._default is CPU
-
-
 def asarray(obj, /, *, dtype=None, device=None, copy=None, requires_grad=False) -> Tensor:
     """A tensor from a Python scalar, (nested) list, numpy array, DLPack object or fastad tensor."""
     default = _SCALAR_DEFAULTS.get(type(obj))
-    if default is not None and copy is not False and dtype is None and device is None and _default_is_cpu():
+    if default is not None and copy is not False and dtype is None and to_device(device) is CPU:
         # the common `tensor(5.0, requires_grad=True)` of a scalar loop: one array, one node
         return _finish(Node("buffer", (), (), default, CPU, buffer=np.array(obj, default.np)), requires_grad)
     if isinstance(obj, Tensor):

@@ -17,8 +17,13 @@ class Device:
 
     __slots__ = ("type", "index")
     _interned: dict = {}
+    _by_spec: dict = {}   # an exact spec string -> its Device
 
     def __new__(cls, spec="cpu", index: int | None = None):
+        if index is None and type(spec) is str:
+            dev = cls._by_spec.get(spec)   # the common "cpu", "cuda"
+            if dev is not None:
+                return dev
         if isinstance(spec, Device):
             return spec
         if not isinstance(spec, str):
@@ -37,6 +42,8 @@ class Device:
             object.__setattr__(dev, "type", kind)
             object.__setattr__(dev, "index", ordinal)
             cls._interned[key] = dev
+        if index is None and spec == m.group(0):   # spelled as parsed: later lookups skip the regex
+            cls._by_spec[spec] = dev
         return dev
 
     def __setattr__(self, name, value):

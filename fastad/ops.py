@@ -86,10 +86,17 @@ def nan_safe(vjp):
 # Building nodes
 # ---------------------------------------------------------------------------
 
+# While `fastad.backward_memo` records a backward pass, every node built is appended here.
+built_log: Optional[list] = None
+
+
 def const(value, shape: tuple, dtype, device) -> Node:
     """A constant filled with `value`: no buffer, its value becomes a kernel argument."""
     value = _scalar(value, dtype)
-    return Node("const", (), tuple(shape), dtype, device, arg=value)
+    node = Node("const", (), tuple(shape), dtype, device, arg=value)
+    if built_log is not None:
+        built_log.append(node)
+    return node
 
 
 def _scalar(value, dtype):
@@ -143,7 +150,10 @@ def apply(name: str, *srcs: Node, arg=None) -> Node:
         folded = _fold(op, srcs, arg, shape, out_dtype)
         if folded is not None:
             return folded
-        return Node(name, srcs, shape, out_dtype, device, arg)
+        node = Node(name, srcs, shape, out_dtype, device, arg)
+        if built_log is not None:
+            built_log.append(node)
+        return node
     shape = op.shape(srcs, arg)
     if all(s.op == "const" for s in srcs) and name in ("reshape", "permute", "expand", "sum", "copy_to"):
         value = srcs[0].arg
@@ -153,7 +163,10 @@ def apply(name: str, *srcs: Node, arg=None) -> Node:
         return const(value, shape, srcs[0].dtype, device)
     # a non-elementwise op computes in its first input's dtype unless its `out` rule names one (indices)
     out_dtype = op.out(srcs, arg) if callable(op.out) else srcs[0].dtype
-    return Node(name, tuple(srcs), shape, out_dtype, device, arg)
+    node = Node(name, tuple(srcs), shape, out_dtype, device, arg)
+    if built_log is not None:
+        built_log.append(node)
+    return node
 
 
 def _fold(op: Op, srcs, arg, shape, out_dtype) -> Optional[Node]:
