@@ -55,57 +55,45 @@ def structure_key(order: list, roots: list, seeds: list, stop_at) -> tuple | Non
     canon: dict = {}
     known: list = []
     parts: list = []
-    app = parts.append
     for s in seeds:
         if s.op != "const" and s.buffer is None:
             return None     # a lazy seed: a rule may read its sources, which the key does not cover
         canon[id(s)] = len(known)
         known.append(s)
-        app(s.op)
-        app(s.shape)
-        app(s.dtype)
-        app(s.device)
-        app(_const_part(s.arg) if s.op == "const" else None)
+        parts += (s.op, s.shape, s.dtype, s.device, _const_part(s.arg) if s.op == "const" else None)
     pos = {id(t): i for i, t in enumerate(order)}
     for r in roots:
-        app(pos[id(r)])
+        parts.append(pos[id(r)])
     for t in order:
         fn = t._ctx
         if fn is None:
-            app(id(t) in stop_at)
+            parts.append(id(t) in stop_at)
             continue
         if fn.freed:
             return None
-        app(fn.op)
-        app(fn.arg)
-        app(len(fn.src_nodes))   # (concat takes any number)
         out = fn.out
         i = canon.get(id(out))
         if i is None:
             canon[id(out)] = len(known)
             known.append(out)
-            app(out.op)     # (realized or not: a rule may look at a gradient's op)
-        else:
-            app(i)
+            i = out.op      # (realized or not: a rule may look at a gradient's op)
+        parts += (fn.op, fn.arg, len(fn.src_nodes), i)   # (concat takes any number of sources)
         for src, p in zip(fn.src_nodes, fn.parents):
             i = canon.get(id(src))
             if i is None:
                 canon[id(src)] = len(known)
                 known.append(src)
-                app(src.op)
-                app(src.shape)
-                app(src.dtype)
-                app(src.device)
-                app(_const_part(src.arg) if src.op == "const" else None)
+                parts += (src.op, src.shape, src.dtype, src.device,
+                          _const_part(src.arg) if src.op == "const" else None)
             else:
-                app(i)
+                parts.append(i)
             if p is None:
-                app(-1)
+                parts.append(-1)
             else:
                 if p._ctx is not None and p._node is not src:
                     return None     # modified in place: the rules raise
-                app(pos[id(p)])
-        app(id(t) in stop_at or t._retains_grad)
+                parts.append(pos[id(p)])
+        parts.append(id(t) in stop_at or t._retains_grad)
     return tuple(parts), known
 
 

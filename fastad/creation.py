@@ -125,6 +125,10 @@ def _shared_array(obj, dtype) -> np.ndarray:
 
 def tensor(data, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A tensor holding a copy of `data` (PyTorch's `torch.tensor`): always a new leaf."""
+    default = _SCALAR_DEFAULTS.get(type(data))
+    if default is not None and dtype is None and to_device(device) is CPU:
+        # `tensor(5.0, requires_grad=True)` in a scalar loop: one array, one node (as asarray makes them)
+        return _finish(Node("buffer", (), (), default, CPU, buffer=np.array(data, default.np)), requires_grad)
     if isinstance(data, Tensor):
         data = data.detach()  # as torch.tensor(t): a copy outside t's graph, requires_grad as asked
     return asarray(data, dtype=dtype, device=device, copy=True, requires_grad=requires_grad)

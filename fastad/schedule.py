@@ -451,18 +451,25 @@ _PLAN_CACHE_SIZE = 512
 
 
 def _structure(outputs: list[Node], order: list[Node]):
-    """(key, order): a hashable description of the graph that leaves out constant values."""
-    index = {n: i for i, n in enumerate(order)}   # nodes hash by identity
-    parts = []
-    append = parts.append
-    for n in order:
-        if n.buffer is not None and n.op != "const":
-            append((n.shape, n.dtype))
-        elif n.op == "const":
-            append(("const", n.shape, n.dtype))
+    """(key, index): a hashable description of the graph that leaves out constant values, and each
+    node's position in `order`. One flat tuple: per node a tag (0 a buffer, 1 a constant, else
+    the op), its shape and dtype, and for an op its arg, source count and sources' positions."""
+    index = {}
+    parts: list = []
+    for i, n in enumerate(order):   # nodes hash by identity
+        index[n] = i
+        op = n.op
+        if op == "const":
+            parts += (1, n.shape, n.dtype)
+        elif n.buffer is not None:
+            parts += (0, n.shape, n.dtype)
         else:
-            append((n.op, n.shape, n.dtype, n.arg, tuple([index[s] for s in n.srcs])))
-    return (tuple(parts), tuple([index[o] for o in outputs])), index
+            srcs = n.srcs
+            parts += (op, n.shape, n.dtype, n.arg, len(srcs))
+            for s in srcs:
+                parts.append(index[s])
+    parts.append(tuple([index[o] for o in outputs]))   # (a tuple: never equal to a node's tag)
+    return tuple(parts), index
 
 
 def _cached_plan(outputs: list[Node], order: list[Node] | None) -> list:

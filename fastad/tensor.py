@@ -17,6 +17,7 @@ import numpy as np
 from . import dtypes as dt
 from . import capture
 from .autodiff import GradFn, active_tapes, is_grad_enabled, no_grad, recording_tapes
+from .autodiff import _state as _grad_mode
 from .autodiff import backward as run_backward
 from .device import Device
 from .errors import AxisError
@@ -86,15 +87,17 @@ class Tensor:
 
     @property
     def T(self) -> "Tensor":
-        if self.ndim > 2:
-            raise ValueError(f".T needs a tensor of at most 2 dimensions, got {self.ndim}; use .mT")
-        return permute_dims(self, tuple(range(self.ndim))[::-1])
+        n = len(self._node.shape)
+        if n > 2:
+            raise ValueError(f".T needs a tensor of at most 2 dimensions, got {n}; use .mT")
+        return _apply("permute", self, arg=(1, 0)) if n == 2 else _fresh(self)
 
     @property
     def mT(self) -> "Tensor":
-        if self.ndim < 2:
+        n = len(self._node.shape)
+        if n < 2:
             raise ValueError(f".mT needs at least 2 dimensions, got shape {self.shape}")
-        return permute_dims(self, tuple(range(self.ndim - 2)) + (self.ndim - 1, self.ndim - 2))
+        return _apply("permute", self, arg=tuple(range(n - 2)) + (n - 1, n - 2))
 
     # ---- values -----------------------------------------------------------
     def numpy(self) -> np.ndarray:
@@ -436,14 +439,18 @@ def _apply(name: str, *inputs: Tensor, arg=None) -> Tensor:
     (an input requires grad, or an active GradientTape sees an input)."""
     nodes = tuple([t._node for t in inputs])
     node = apply(name, *nodes, arg=arg)
-    if node.dtype.kind in "fc" and is_grad_enabled():
-        tapes = recording_tapes(inputs) if active_tapes else ()
-        # (`_tracked` inlined: this runs for every op)
-        parents = tuple([t if t._ctx is not None or t._leaf_requires_grad
-                         or (tapes and builtins.any(tp._sees(t) for tp in tapes)) else None for t in inputs])
+    if node.dtype.kind in "fc" and _grad_mode.enabled:
+        if active_tapes:
+            tapes = recording_tapes(inputs)
+            parents = tuple([t if t._ctx is not None or t._leaf_requires_grad
+                             or builtins.any(tp._sees(t) for tp in tapes) else None for t in inputs])
+            sessions = tuple([tp._session for tp in tapes])
+        else:   # (`_tracked` inlined: this runs for every op)
+            parents = tuple([t if t._ctx is not None or t._leaf_requires_grad else None for t in inputs])
+            sessions = ()
         for p in parents:
             if p is not None:
-                return Tensor(node, GradFn(name, parents, nodes, arg, node, tuple([tp._session for tp in tapes])))
+                return Tensor(node, GradFn(name, parents, nodes, arg, node, sessions))
     return Tensor(node)
 
 
@@ -482,21 +489,36 @@ def broadcast_shapes(*shapes, op="broadcast") -> tuple:
     ndim = builtins.max(len(s) for s in shapes)
     out = []
     for i in range(ndim):
-        dims = {s[i - ndim + len(s)] for s in shapes if i - ndim + len(s) >= 0} - {1}
-        if len(dims) > 1:
-            raise ValueError(f"{op}: shapes {' and '.join(str(tuple(s)) for s in shapes)} cannot be broadcast")
-        out.append(dims.pop() if dims else 1)
+        d = 1
+        for s in shapes:
+            j = i - ndim + len(s)
+            if j >= 0 and s[j] != 1:
+                if d != 1 and s[j] != d:
+                    raise ValueError(f"{op}: shapes {' and '.join(str(tuple(s)) for s in shapes)} "
+                                     "cannot be broadcast")
+                d = s[j]
+        out.append(d)
     return tuple(out)
 
 
 def _broadcast(x: Tensor, shape) -> Tensor:
+    if x._node.shape == shape:
+        return x
     shape = tuple(int(d) for d in shape)
     if x.shape == shape:
         return x
     if len(shape) < x.ndim:
         raise ValueError(f"broadcast_to: cannot broadcast {x.shape} to {shape}")
-    if x.ndim < len(shape):
-        x = _apply("reshape", x, arg=(1,) * (len(shape) - x.ndim) + x.shape)
+    return _expand_to(x, shape)
+
+
+def _expand_to(x: Tensor, shape: tuple) -> Tensor:
+    """`x` broadcast to `shape`, a tuple of ints that `x` broadcasts to (from `broadcast_shapes`)."""
+    xs = x._node.shape
+    if xs == shape:
+        return x
+    if len(xs) < len(shape):
+        x = _apply("reshape", x, arg=(1,) * (len(shape) - len(xs)) + xs)
     return _apply("expand", x, arg=shape)
 
 
@@ -516,9 +538,13 @@ def _common_dtype(op: str, dtypes) -> dt.DType:
 
 def _promote(op: str, *xs: Tensor) -> tuple:
     """Cast tensors to their common dtype (floats only for ops defined on floats)."""
-    first = xs[0].dtype
-    if domain_allows(OPS[op].domain, first) and builtins.all(x.dtype is first for x in xs[1:]):
-        return xs   # one dtype that the op takes as it is: nothing to promote
+    first = xs[0]._node.dtype
+    if domain_allows(OPS[op].domain, first):
+        for x in xs[1:]:
+            if x._node.dtype is not first:
+                break
+        else:
+            return xs   # one dtype that the op takes as it is: nothing to promote
     common = _common_dtype(op, [x.dtype for x in xs])
     return tuple(x if x.dtype is common else _apply("cast", x, arg=common) for x in xs)
 
@@ -530,6 +556,11 @@ def _binary(name: str, a, b) -> Tensor:
             and domain_allows(OPS[name].domain, a._node.dtype)):
         return _apply(name, a, b)
     # fast path for `tensor op python_number`: the constant is made at the final shape and dtype
+    # two tensors of one dtype the op takes, on one device: only broadcasting to do
+    if (type(a) is Tensor and type(b) is Tensor and a._node.dtype is b._node.dtype
+            and a._node.device is b._node.device and domain_allows(OPS[name].domain, a._node.dtype)):
+        shape = broadcast_shapes(a._node.shape, b._node.shape, op=name)
+        return _apply(name, _expand_to(a, shape), _expand_to(b, shape))
     if type(b) in (int, float) and isinstance(a, Tensor):
         common = _common_dtype(name, (a.dtype, dt.scalar_dtype(b, a.dtype)))
         a = a if a.dtype is common else _apply("cast", a, arg=common)

@@ -13,6 +13,10 @@ __all__ = ["matmul", "matrix_transpose", "tensordot", "vecdot"]
 
 
 def matmul(a, b) -> Tensor:
+    if (type(a) is Tensor and type(b) is Tensor and len(a._node.shape) == 2 and len(b._node.shape) == 2
+            and a._node.shape[1] == b._node.shape[0] and a._node.dtype is b._node.dtype
+            and a._node.device is b._node.device and a._node.dtype.kind in "iufc"):
+        return _apply("matmul", a, b)   # two matrices that need nothing else (the common case)
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         _type_error("@", a, b)
     # a numpy array or list on either side becomes a tensor, as with the other operators
