@@ -288,7 +288,7 @@ class _Program:
                 _, s, nid, device = st
                 self.steps.append((3, _reader(s), nid, device))
         self.rebind_readers = _rebind_readers(rebinds)
-        self.output_readers = [(None if s is None else _reader(s), s, v, dtype, device)
+        self.output_readers = [(None if s is None or s[0] == "grad_of" else _reader(s), s, v, dtype, device)
                                for _, s, v, dtype, device in outputs]
         devices = {st[-1] for st in steps if st[0] == "kernel"}
         # replay on one accelerator runs inside its device scope (CuPy allocates on the current device)
@@ -362,7 +362,8 @@ class _Program:
             if scope is not None:
                 scope.__exit__(None, None, None)
         _apply_rebinds(self.rebind_readers, env, leaves, Tensor)
-        outs = [v if read is None else Tensor(_node_for(read, s, env, leaves, v, dtype, device))
+        outs = [_grad_of(s[1], leaves) if s is not None and s[0] == "grad_of" else
+                v if read is None else Tensor(_node_for(read, s, env, leaves, v, dtype, device))
                 for read, s, v, dtype, device in self.output_readers]
         return self.rebuild(outs)
 
@@ -422,6 +423,10 @@ def _reader(s):
         return lambda env, args: value
     buf = s[1]
     return lambda env, args: buf
+
+
+def _grad_of(who, leaves):
+    return (leaves[who] if type(who) is int else who).grad
 
 
 def _node_for(read, s, env, args, shape, dtype, device):
@@ -548,8 +553,12 @@ class _Compiled:
             if st[0] == "eager":
                 prev = st[5]
         rebinds = rebinds_between(prev, end)
-        outputs = [(i, slot(o._node), o.shape, o.dtype, o.device) if isinstance(o, Tensor)
-                   else (i, None, o, None, None) for i, o in enumerate(out_leaves)]
+        # an output that is some tensor's .grad at the end (`return x.grad`) is that .grad at replay
+        # too, the same object as in an eager call
+        grad_of = {id(t.grad): arg_index.get(id(t), t) for t in rec.state if t.grad is not None}
+        outputs = [(i, ("grad_of", grad_of[id(o)]) if id(o) in grad_of else slot(o._node), o.shape, o.dtype,
+                    o.device) if isinstance(o, Tensor) else (i, None, o, None, None)
+                   for i, o in enumerate(out_leaves)]
         steps = []
         prev_snap = start
         for st in rec.steps:

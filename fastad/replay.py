@@ -134,7 +134,9 @@ def straight_line(steps, launchers, rebinds, outputs, rebuild, key, deps):
                 assigns.append(f"{target}.grad = None")
             else:
                 assigns.append(f"{target}.grad = Tensor({_node_expr(w, slot, shape, dtype, device, key)})")
-        results = [w.bind(v, "K") if slot is None else f"Tensor({_node_expr(w, slot, v, dtype, device, key)})"
+        results = [w.bind(v, "K") if slot is None else
+                   (f"leaves[{slot[1]}].grad" if type(slot[1]) is int else f"{w.bind(slot[1], 'T')}.grad")
+                   if slot[0] == "grad_of" else f"Tensor({_node_expr(w, slot, v, dtype, device, key)})"
                    for _, slot, v, dtype, device in outputs]
     except _Unsupported:
         return None

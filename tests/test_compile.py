@@ -152,3 +152,20 @@ def test_memory_stays_flat_over_many_replays():
     now, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert now - base < 64 * 1024, f"memory grew by {now - base} bytes over 2000 replays"
+
+
+def test_a_returned_grad_is_the_tensors_grad_itself_on_every_replay():
+    # eager `return x.grad` hands back the very object in x.grad; a replay must too (straight-line
+    # replay of compiled kernels, and the general path where a kernel is not compiled yet)
+    def grad_of_square(x):
+        y = x ** 2
+        y.backward()
+        return x.grad
+    step = fa.compile(grad_of_square)
+    with fa.profile() as p:
+        for v in (5.0, -1.5, 0.25, 3.0):
+            x = fa.tensor(v, requires_grad=True)
+            g = step(x)
+            assert g is x.grad
+            assert float(g) == 2 * v
+    assert p.traces == 1 and p.replays == 3

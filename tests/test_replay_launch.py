@@ -177,7 +177,8 @@ def test_eager_launches_reuse_bound_arguments_per_layout_and_constants(jit, monk
     from fastad.runtime.cpu import CpuBackend
     binds = []
     original = CpuBackend._bind_launch
-    monkeypatch.setattr(CpuBackend, "_bind_launch", lambda self, *a: binds.append(a[-1]) or original(self, *a))
+    monkeypatch.setattr(CpuBackend, "_bind_launch",
+                        lambda self, *a, **k: binds.append(a[-1]) or original(self, *a, **k))
     x = fa.asarray(np.linspace(-1, 1, 300))
     results = {}
     for scale in (2.125, 3.375, 2.125, 3.375):     # one kernel structure, two constants
@@ -190,6 +191,21 @@ def test_eager_launches_reuse_bound_arguments_per_layout_and_constants(jit, monk
     np.testing.assert_allclose((fa.tanh(sliced) * 2.125 + 1).numpy(), np.tanh(x.numpy()[10:]) * 2.125 + 1, atol=1e-15,
                                rtol=1e-13)
     assert len(binds) == 3
+
+
+def test_an_eager_launch_that_repeats_moves_to_a_trampoline_with_the_same_results(jit, monkeypatch):
+    from fastad.runtime.cpu import CpuBackend, TRAMPOLINE_AFTER
+    how = []
+    original = CpuBackend._bind_launch
+    monkeypatch.setattr(CpuBackend, "_bind_launch",
+                        lambda self, *a, trampolines: how.append(trampolines) or original(self, *a,
+                                                                                       trampolines=trampolines))
+    x = fa.asarray(np.linspace(-1, 1, 300).astype(np.float32))
+    values = [(fa.cos(x) * 1.5 + fa.sin(x)).numpy() for _ in range(TRAMPOLINE_AFTER + 4)]
+    assert how == [False, True]                     # ctypes first, a trampoline once it repeats
+    for v in values[1:]:
+        np.testing.assert_array_equal(v, values[0])
+    np.testing.assert_allclose(values[0], np.cos(x.numpy()) * 1.5 + np.sin(x.numpy()), rtol=1e-6, atol=1e-7)
 
 
 def test_without_a_trampoline_replays_go_through_ctypes(jit, monkeypatch):

@@ -60,6 +60,7 @@ __all__ = ["CpuBackend", "CHUNKS", "KernelCompileWarning", "wait_for_compiles"]
 
 CHUNKS = 64  # slices of a large kernel, at most: fixed by size, so reductions do not depend on the thread count
 COLUMN_SLICE = 64   # kept indices per slice of a column-form reduction, at least
+TRAMPOLINE_AFTER = 8   # ctypes launches of one layout before `run_kernel` binds it through a trampoline
 
 
 class KernelCompileWarning(RuntimeWarning):
@@ -198,29 +199,34 @@ class CpuBackend:
         buffers = [flat if flat.ndim == 1 and (flat.strides[0] == flat.itemsize or flat.size <= 1)
                    else np.ascontiguousarray(flat).reshape(-1) for flat, _, _ in inputs]
         # a launch with the same layout and constants as an earlier one reuses its bound arguments
-        key = (kernel.key, tuple(shape), tuple((off, tuple(st)) for _, off, st in inputs), tuple(scalars))
+        key = (kernel.key, tuple(shape), tuple([(off, tuple(st)) for _, off, st in inputs]), tuple(scalars))
         try:
-            launch = self._launchers.get(key)
+            bound = self._launchers.get(key)
         except TypeError:   # an unhashable constant: bound for this call only
-            key, launch = None, None
-        if launch is None:
-            launch = self._bind_launch(kernel, shape, inputs, scalars, key)
-        return launch(buffers)
+            key, bound = None, None
+        if bound is None:
+            bound = self._bind_launch(kernel, shape, inputs, scalars, key, trampolines=False)
+        elif bound[1]:
+            bound[1] -= 1
+            if not bound[1]:   # a launch that repeats (a training loop): bind it through a trampoline
+                bound = self._bind_launch(kernel, shape, inputs, scalars, key, trampolines=True)
+        return bound[0](buffers)
 
-    def _bind_launch(self, kernel, shape, inputs, scalars, key):
-        """A bound launch for `run_kernel` (flat outputs), remembered for the most recent layouts
-        (`key` None: not remembered)."""
+    def _bind_launch(self, kernel, shape, inputs, scalars, key, trampolines: bool) -> list:
+        """[launch, calls left before trampolines] for `run_kernel` (flat outputs), remembered for the
+        most recent layouts (`key` None: not remembered). The first calls of a layout go through
+        ctypes: a trampoline is generated with llvmlite, which a warm process otherwise never
+        imports (about 50 ms) and which pays off only for a launch that repeats."""
         n_kept = math.prod(shape[: kernel.ndim - kernel.reduce_ndim])
         sizes = [(n_kept if o.reduce else math.prod(shape),) for o in kernel.outputs]
-        # no trampolines here: generating one imports llvmlite, which a warm process avoids
-        launch = self.replay_launcher(kernel, shape, [(off, st) for _, off, st in inputs], scalars, sizes,
-                                      trampolines=False)
+        bound = [self.replay_launcher(kernel, shape, [(off, st) for _, off, st in inputs], scalars, sizes,
+                                      trampolines=trampolines), 0 if trampolines else TRAMPOLINE_AFTER]
         if key is not None:
             with self._launchers_lock:
-                self._launchers[key] = launch
+                self._launchers[key] = bound
                 while len(self._launchers) > 512:
                     self._launchers.pop(next(iter(self._launchers)))   # the oldest binding
-        return launch
+        return bound
 
     def replay_launcher(self, kernel, shape, inputs, scalars, out_shapes, trampolines: bool = True):
         """A launch of one kernel layout with everything but the buffers bound once (`fastad.compile`
