@@ -36,7 +36,7 @@ import numpy as np
 from . import profiling
 from .errors import CompileError
 from .graph import Node
-from .replay import MISS, straight_line
+from .replay import MISS, single, straight_line
 
 __all__ = ["compile", "capturing"]
 
@@ -219,7 +219,7 @@ def _flatten(obj):
         keys = list(obj)
         leaves, rebuild = _flatten([obj[k] for k in keys])
         return leaves, lambda xs: dict(zip(keys, rebuild(xs)))
-    return [obj], lambda xs: xs[0]
+    return [obj], single
 
 
 _DEPS = None
@@ -465,6 +465,20 @@ class _Compiled:
         return tuple(sig)
 
     def __call__(self, *args, **kwargs):
+        if not kwargs:   # the common call: tensors only, positional (the signature built inline)
+            Tensor = _deps()[4]
+            sig = []
+            for x in args:
+                if type(x) is not Tensor:
+                    break
+                node = x._node
+                sig.append(("T", node.shape, node.dtype, node.device, x._ctx is not None or x._leaf_requires_grad))
+            else:
+                prog = self.programs.get(tuple(sig))
+                if prog is not None and (prog.state_guard is None or prog.state_guard()):
+                    if profiling._active:
+                        profiling.record_replay()
+                    return prog.run(list(args))
         nested = kwargs
         if not nested:
             for a in args:

@@ -31,7 +31,10 @@ _PY_DEFAULTS = {"float64": dt.float32, "int64": dt.int64, "complex128": dt.compl
 def _finish(node: Node, requires_grad: bool) -> Tensor:
     t = Tensor(node)
     if requires_grad:
-        t.requires_grad_(True)
+        if node.dtype.kind == "f":
+            t._leaf_requires_grad = True   # what requires_grad_ sets for a real floating dtype
+        else:
+            t.requires_grad_(True)         # its error for integer, bool and complex dtypes
     return t
 
 
@@ -80,7 +83,7 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None, requires_grad=False) 
     default = _SCALAR_DEFAULTS.get(type(obj))
     if default is not None and copy is not False and dtype is None and to_device(device) is CPU:
         # the common `tensor(5.0, requires_grad=True)` of a scalar loop: one array, one node
-        return _finish(Node("buffer", (), (), default, CPU, buffer=np.array(obj, default.np)), requires_grad)
+        return _finish(Node("buffer", (), (), default, CPU, None, np.array(obj, default.np)), requires_grad)
     if isinstance(obj, Tensor):
         out = obj
         if dtype is not None and dt.to_dtype(dtype) is not out.dtype:
@@ -128,7 +131,7 @@ def tensor(data, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     default = _SCALAR_DEFAULTS.get(type(data))
     if default is not None and dtype is None and to_device(device) is CPU:
         # `tensor(5.0, requires_grad=True)` in a scalar loop: one array, one node (as asarray makes them)
-        return _finish(Node("buffer", (), (), default, CPU, buffer=np.array(data, default.np)), requires_grad)
+        return _finish(Node("buffer", (), (), default, CPU, None, np.array(data, default.np)), requires_grad)
     if isinstance(data, Tensor):
         data = data.detach()  # as torch.tensor(t): a copy outside t's graph, requires_grad as asked
     return asarray(data, dtype=dtype, device=device, copy=True, requires_grad=requires_grad)

@@ -78,6 +78,8 @@ def to_device(spec) -> Device:
     """A Device from None (the default device), a string or a Device."""
     if spec is None:
         return _default
+    if type(spec) is Device:
+        return spec
     return Device(spec)
 
 

@@ -23,9 +23,14 @@ import numpy as np
 
 from .graph import Node
 
-__all__ = ["MISS", "straight_line"]
+__all__ = ["MISS", "single", "straight_line"]
 
 MISS = object()   # the generated replay cannot run this call: use the general path
+
+
+def single(xs):
+    """The rebuild of a result that is one leaf (`fastad.capture._flatten`)."""
+    return xs[0]
 
 
 class _Writer:
@@ -90,7 +95,7 @@ def _node_expr(w: _Writer, slot, shape, dtype, device, key) -> str:
     local = f"v{len(w.lines)}"
     if not _read(w, slot, key, local):
         raise _Unsupported
-    return f"Node('buffer', (), {sh}, {dt}, {dev}, buffer={local})"
+    return f"Node('buffer', (), {sh}, {dt}, {dev}, None, {local})"   # (positional: cheaper)
 
 
 def straight_line(steps, launchers, rebinds, outputs, rebuild, key, deps):
@@ -142,7 +147,10 @@ def straight_line(steps, launchers, rebinds, outputs, rebuild, key, deps):
         return None
     for line in assigns:
         w.emit(line)
-    w.emit(f"return rebuild([{', '.join(results)}])")
+    if rebuild is single:   # one result: returned as it is
+        w.emit(f"return {results[0]}")
+    else:
+        w.emit(f"return rebuild([{', '.join(results)}])")
     source = "def replay(leaves):\n" + "\n".join(w.lines) + "\n"
     namespace = {"np": np, "Node": Node, "Tensor": Tensor, "const": const, "MISS": MISS, "rebuild": rebuild}
     namespace.update(dict(w.names.values()))

@@ -296,34 +296,10 @@ class CpuBackend:
                               + [0] * len(part_at), np.int64)
             in_at, out_at, part_at = ([4 + i for i in at] for at in (in_at, out_at, part_at))
 
-            part_slots = list(zip(part_at, acc, full))
-            spare = []   # packed arrays not in use: a call takes one (list pop/append are atomic)
-
-            def launch(buffers):
-                for b in buffers:
-                    if not b.flags.c_contiguous:   # e.g. a broadcast constant: the general path copies it
-                        return None
-                a = spare.pop() if spare else packed.copy()
-                for i, b in zip(in_at, buffers):
-                    a[i] = id(b)
-                results = outputs()
-                for i, r in zip(out_at, results):
-                    a[i] = id(r)
-                parts = []
-                for i, d, _ in part_slots:
-                    p = np.empty(1, d)
-                    a[i] = id(p)
-                    parts.append(p)
-                if profile._active:
-                    profile.record_launch(name, CPU, elements, tier="numba")
-                status = call(address, id(a))
-                spare.append(a)
-                if status not in (0, -2):
-                    return rerun(buffers)
-                for p, (_, _, k) in zip(parts, part_slots):
-                    results[k][()] = p[0]   # one element, whatever its shape
-                return results
-            return launch
+            return trampoline.packed_launch(
+                call, address, packed, in_at, [(out_at[k], oshape, dt, pool, count)
+                                               for k, (oshape, dt, pool, count) in enumerate(outs)],
+                list(zip(part_at, acc, full)), rerun, (name, CPU, elements), buffer_pool.empty)
 
         def launch(buffers):
             a = list(args)

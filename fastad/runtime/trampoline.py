@@ -24,7 +24,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["caller", "pack_scalar", "usable", "DATA_OFFSET"]
+__all__ = ["caller", "pack_scalar", "packed_launch", "usable", "DATA_OFFSET"]
 
 DATA_OFFSET = object.__basicsize__   # the data pointer follows the object header in numpy's array struct
 _LOCK = threading.Lock()
@@ -110,3 +110,38 @@ def pack_scalar(value, kind: str) -> int:
         bits = np.array(value, kind).view(np.int32 if kind == "float32" else np.int64)
         return int(bits)
     return int(np.array(value).astype(np.uint8 if kind == "bool" else kind).astype(np.int64))
+
+
+def packed_launch(call, address: int, packed, in_at, outs, parts, rerun, launch_record, pooled):
+    """A kernel launch through `call` (from `caller`), generated as straight-line Python for one
+    layout: `launch(buffers)` -> the outputs, or None if a buffer is not C-contiguous.
+
+    `packed`: the argument array with everything but the arrays filled in (a call packs into a
+    copy of its own, so calls from several threads never share one); `in_at`: the slots of
+    the input arrays; `outs`: (slot, shape, numpy dtype, from the buffer pool, element count) per
+    output; `parts`: (slot, accumulator dtype, output index) per full reduction, whose one
+    element is copied into its output; `rerun(buffers)`: the outputs when the kernel raised;
+    `launch_record`: (name, device, elements) for `fastad.profile`."""
+    from .. import profiling
+    ins = [f"b{i}" for i in range(len(in_at))]
+    lines = ["def launch(buffers):", f"    {', '.join(ins)}, = buffers" if ins else "    pass"]
+    lines += [f"    if not {b}.flags.c_contiguous: return None" for b in ins]   # e.g. a broadcast constant
+    lines.append("    a = spare.pop() if spare else packed.copy()")
+    lines += [f"    a[{i}] = id({b})" for i, b in zip(in_at, ins)]
+    names = {"spare": [], "packed": packed, "empty": np.empty, "pooled": pooled, "call": call,
+             "address": address, "rerun": rerun, "profiling": profiling, "record": launch_record}
+    for k, (slot, shape, dtype, pool, count) in enumerate(outs):
+        names[f"shape{k}"], names[f"dtype{k}"] = shape, dtype
+        make = f"pooled({count}, dtype{k}).reshape(shape{k})" if pool else f"empty(shape{k}, dtype{k})"
+        lines += [f"    r{k} = {make}", f"    a[{slot}] = id(r{k})"]
+    for j, (slot, acc, _) in enumerate(parts):
+        names[f"acc{j}"] = np.dtype(acc)
+        lines += [f"    p{j} = empty(1, acc{j})", f"    a[{slot}] = id(p{j})"]
+    lines += ["    if profiling._active: profiling.record_launch(*record, tier='numba')",
+              "    status = call(address, id(a))",
+              "    spare.append(a)",
+              "    if status != 0 and status != -2: return rerun(buffers)"]
+    lines += [f"    r{k}[()] = p{j}[0]" for j, (_, _, k) in enumerate(parts)]   # one element, any shape
+    lines.append(f"    return [{', '.join(f'r{k}' for k in range(len(outs)))}]")
+    exec(compile("\n".join(lines) + "\n", "<fastad launch>", "exec"), names)
+    return names["launch"]
