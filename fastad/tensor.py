@@ -260,10 +260,10 @@ class Tensor:
 
         With `create_graph=True` the gradients are recorded too (`.grad` has a grad_fn),
         so they can be differentiated again; `retain_graph` then defaults to True."""
-        if not self._tracked:
+        if self._ctx is None and not self._leaf_requires_grad:
             raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
         if gradient is None:
-            if self.size != 1:
+            if self._node.shape and self.size != 1:
                 raise RuntimeError(f"grad can be implicitly created only for scalar outputs; this tensor "
                                    f"has shape {self.shape}: pass backward(gradient=...)")
             seed = const(1, self.shape, self.dtype, self.device)
