@@ -248,10 +248,10 @@ def _walk(order, roots, seeds, sink, retain_graph, stop_at, create_graph, tape, 
                 if pg.dtype is not parent.dtype:
                     pg = f.cast(pg, arg=parent.dtype)
                 grads[id(parent)] = _accumulate(grads.get(id(parent)), pg)
+        if recording is not None:   # (whether this walk frees: a replay may be asked otherwise)
+            recording.freed.append(last - k)
         if not retain_graph:
             fn.free()
-            if recording is not None:
-                recording.freed.append(last - k)
 
 
 def _saved_tensors(cls, fn) -> tuple:

@@ -115,7 +115,7 @@ class Recording:
     def __init__(self, key, known, order):
         self.key, self.known, self.order = key, known, order
         self.sinks: list = []     # (tensor, gradient node) in call order
-        self.freed: list = []     # positions in `order` whose GradFn the walk freed
+        self.freed: list = []     # positions in `order` whose GradFn the walk used (freed without retain_graph)
         self.log: list = []
 
     def __enter__(self):

@@ -178,3 +178,17 @@ def test_a_lazy_seed_runs_the_rules():
         y.backward(gradient=seed)
         np.testing.assert_array_equal(x.grad.numpy(), [6.0, 6.0])
     assert backward_memo._MEMO == {}
+
+
+def test_a_walk_recorded_with_retain_graph_still_frees_when_replayed_without():
+    backward_memo._MEMO.clear()
+    x = fa.tensor([1.0, 2.0], requires_grad=True)
+    y = fa.sum(fa.sin(x) * x)
+    y.backward(retain_graph=True)          # recorded: frees nothing
+    y.backward(retain_graph=True)          # replayed
+    for _ in range(2):
+        x = fa.tensor([1.0, 2.0], requires_grad=True)
+        y = fa.sum(fa.sin(x) * x)
+        y.backward()                       # replayed: frees the graph
+        with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+            y.backward()
