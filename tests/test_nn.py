@@ -244,6 +244,11 @@ def test_cross_entropy_bad_input():
         F.cross_entropy(x, [0, 1, 2], reduction="avg")
     with pytest.raises(ValueError, match=r"\(N, C\)"):
         F.cross_entropy(fa.ones(4), [0])
+    with pytest.raises(ValueError, match="no classes"):
+        F.cross_entropy(fa.ones((0, 0)), fa.asarray(np.zeros(0, np.int64)))
+    # an empty batch is fine: the mean of nothing is nan, the sum 0
+    assert np.isnan(float(F.cross_entropy(fa.ones((0, 3)), fa.asarray(np.zeros(0, np.int64)))))
+    assert float(F.cross_entropy(fa.ones((0, 3)), fa.asarray(np.zeros(0, np.int64)), reduction="sum")) == 0.0
 
 
 def test_mse_loss():

@@ -131,6 +131,9 @@ def cross_entropy(input: Tensor, target, reduction: str = "mean") -> Tensor:
         lo, hi = int(buf.min()), int(buf.max())
         if lo < 0 or hi >= c:
             raise IndexError(f"cross_entropy: target {lo if lo < 0 else hi} is out of bounds for {c} classes")
+    if c == 0:
+        raise ValueError(f"cross_entropy: logits of shape {x.shape} have no classes (the row maximum of "
+                         "nothing is undefined)")
     # the graph of logsumexp(z) - z[label], built with the primitives directly (shapes and dtypes
     # are known here; the frontend's checks would cost more than the kernels at training sizes)
     z = _row_shifted(x)
