@@ -466,7 +466,7 @@ class _Compiled:
 
     def __call__(self, *args, **kwargs):
         if not kwargs:   # the common call: tensors only, positional (the signature built inline)
-            Tensor = _deps()[4]
+            Tensor = _DEPS[4] if _DEPS is not None else _deps()[4]
             sig = []
             for x in args:
                 if type(x) is not Tensor:
@@ -478,6 +478,11 @@ class _Compiled:
                 if prog is not None and (prog.state_guard is None or prog.state_guard()):
                     if profiling._active:
                         profiling.record_replay()
+                    straight = prog.straight
+                    if straight is not None:
+                        out = straight(args)
+                        if out is not MISS:
+                            return out
                     return prog.run(list(args))
         nested = kwargs
         if not nested:
