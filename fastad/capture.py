@@ -36,7 +36,7 @@ import numpy as np
 from . import profiling
 from .errors import CompileError
 from .graph import Node
-from .replay import MISS, single, straight_line
+from .replay import MISS, single, straight_line, unread_outputs
 
 __all__ = ["compile", "capturing"]
 
@@ -296,10 +296,17 @@ class _Program:
 
     def _straight_line(self):
         """The generated replay (`fastad.replay`) once every kernel step has a bound launch, else None."""
-        launchers = [_bound_launch(st[8]) for st in self.steps]
-        if None in launchers:
+        if None in [_bound_launch(st[8]) for st in self.steps]:
             return None      # not compiled yet: tried again at the next call
         steps, rebinds, outputs, key = self.resolved
+        if any(st[6].type != "cpu" for st in steps):
+            self.straight_possible = False   # (straight-line replays are for CPU kernels)
+            return None
+        # its own launches: outputs that nothing reads go to scratch arrays (`unread_outputs`)
+        launchers = [st[8][1](unread=unread) for st, unread in zip(self.steps, unread_outputs(steps, rebinds,
+                                                                                               outputs))]
+        if None in launchers:
+            return None
         self.straight = straight_line(steps, launchers, rebinds, outputs, self.rebuild, key,
                                       (_deps()[4], _deps()[5]))
         self.straight_possible = self.straight is not None

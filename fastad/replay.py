@@ -23,7 +23,7 @@ import numpy as np
 
 from .graph import Node
 
-__all__ = ["MISS", "single", "straight_line"]
+__all__ = ["MISS", "single", "straight_line", "unread_outputs"]
 
 MISS = object()   # the generated replay cannot run this call: use the general path
 
@@ -96,6 +96,16 @@ def _node_expr(w: _Writer, slot, shape, dtype, device, key) -> str:
     if not _read(w, slot, key, local):
         raise _Unsupported
     return f"Node('buffer', (), {sh}, {dt}, {dev}, None, {local})"   # (positional: cheaper)
+
+
+def unread_outputs(steps, rebinds, outputs) -> list:
+    """Per kernel step, the numbers of its outputs that no later step, rebind or result reads
+    (a value realized only because it was alive when traced, as `y` in `y.backward()`)."""
+    read = {s[1] for st in steps if st[0] == "kernel" for s, _, _ in st[3] if s[0] == "made"}
+    read |= {r[2][1] for r in rebinds if r[2] is not None and r[2][0] == "made"}
+    read |= {o[1][1] for o in outputs if o[1] is not None and o[1][0] == "made"}
+    return [frozenset(j for j, (nid, _) in enumerate(st[5]) if nid not in read) if st[0] == "kernel"
+            else frozenset() for st in steps]
 
 
 def straight_line(steps, launchers, rebinds, outputs, rebuild, key, deps):

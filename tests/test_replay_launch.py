@@ -242,3 +242,26 @@ def test_one_launch_called_from_several_threads_at_once(jit):
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_a_value_no_replay_reads_goes_to_scratch_and_the_rest_stays_right(jit):
+    # y is realized by y.backward() while tracing, but nothing reads it afterwards: its launch
+    # writes it into a scratch array made once instead of allocating it every call
+    def grad_of(x):
+        y = fa.sum(fa.sin(x) * x)
+        y.backward()
+        return x.grad
+    step = fa.compile(grad_of)
+    for k in range(6):
+        x = fa.asarray(np.linspace(-1, 1, 50).astype(np.float32) * (k + 1), requires_grad=True)
+        g = step(x)
+        v = x.numpy()
+        np.testing.assert_allclose(g.numpy(), np.cos(v) * v + np.sin(v), rtol=1e-5, atol=1e-6)
+    (prog,) = step.programs.values()
+    assert prog.straight is not None
+    from fastad.replay import unread_outputs
+    steps, rebinds, outputs, _ = prog.resolved
+    (unread,) = unread_outputs(steps, rebinds, outputs)
+    assert len(unread) == 1                          # the loss value
+    got = prog.straight.__globals__["L0"]([x._node.buffer])
+    assert [r is None for r in got] == [j in unread for j in range(len(got))]

@@ -228,7 +228,8 @@ class CpuBackend:
                     self._launchers.pop(next(iter(self._launchers)))   # the oldest binding
         return bound
 
-    def replay_launcher(self, kernel, shape, inputs, scalars, out_shapes, trampolines: bool = True):
+    def replay_launcher(self, kernel, shape, inputs, scalars, out_shapes, trampolines: bool = True,
+                        unread: frozenset = frozenset()):
         """A launch of one kernel layout with everything but the buffers bound once (`fastad.compile`
         replays, and every compiled `run_kernel` launch): `launch(buffers)` returns the outputs
         shaped as `out_shapes`, or None if a buffer is not C-contiguous (`run_kernel` copies
@@ -236,7 +237,9 @@ class CpuBackend:
         None while the kernel is not compiled yet. `inputs` are (offset, strides) per input (node
         buffers are C-contiguous; a broadcast constant read from state is not). A kernel that
         runs in one slice is called through a trampoline (`fastad.runtime.trampoline`): one
-        packed argument array (`trampolines=False`: through ctypes, as `run_kernel`)."""
+        packed argument array (`trampolines=False`: through ctypes, as `run_kernel`). There,
+        the outputs numbered in `unread` (values a replay never reads) are written to scratch
+        arrays made once, and come back as None."""
         from ..codegen.numba import c_arguments
         entry = self._compiled.get(kernel.key)
         if entry is None:
@@ -297,7 +300,7 @@ class CpuBackend:
             in_at, out_at, part_at = ([4 + i for i in at] for at in (in_at, out_at, part_at))
 
             return trampoline.packed_launch(
-                call, address, packed, in_at, [(out_at[k], oshape, dt, pool, count)
+                call, address, packed, in_at, [(out_at[k], oshape, dt, pool, count, k in unread)
                                                for k, (oshape, dt, pool, count) in enumerate(outs)],
                 list(zip(part_at, acc, full)), rerun, (name, CPU, elements), buffer_pool.empty)
 

@@ -118,9 +118,11 @@ def packed_launch(call, address: int, packed, in_at, outs, parts, rerun, launch_
 
     `packed`: the argument array with everything but the arrays filled in (a call packs into a
     copy of its own, so calls from several threads never share one); `in_at`: the slots of
-    the input arrays; `outs`: (slot, shape, numpy dtype, from the buffer pool, element count) per
-    output; `parts`: (slot, accumulator dtype, output index) per full reduction, whose one
-    element is copied into its output; `rerun(buffers)`: the outputs when the kernel raised;
+    the input arrays; `outs`: (slot, shape, numpy dtype, from the buffer pool, element count,
+    unread) per output, where an unread output goes to a scratch array made once (its slot
+    filled in `packed`; concurrent calls may share it, nobody reads it) and comes back as None;
+    `parts`: (slot, accumulator dtype, output index) per full reduction, whose one element is
+    copied into its output; `rerun(buffers)`: the outputs when the kernel raised;
     `launch_record`: (name, device, elements) for `fastad.profile`."""
     from .. import profiling
     ins = [f"b{i}" for i in range(len(in_at))]
@@ -130,18 +132,30 @@ def packed_launch(call, address: int, packed, in_at, outs, parts, rerun, launch_
     lines += [f"    a[{i}] = id({b})" for i, b in zip(in_at, ins)]
     names = {"spare": [], "packed": packed, "empty": np.empty, "pooled": pooled, "call": call,
              "address": address, "rerun": rerun, "profiling": profiling, "record": launch_record}
-    for k, (slot, shape, dtype, pool, count) in enumerate(outs):
+    scratch = []    # the unread outputs' arrays: alive as long as the launch
+    for k, (slot, shape, dtype, pool, count, unread) in enumerate(outs):
+        if unread:
+            scratch.append(np.empty(shape, dtype))
+            packed[slot] = id(scratch[-1])
+            lines.append(f"    r{k} = None")
+            continue
         names[f"shape{k}"], names[f"dtype{k}"] = shape, dtype
         make = f"pooled({count}, dtype{k}).reshape(shape{k})" if pool else f"empty(shape{k}, dtype{k})"
         lines += [f"    r{k} = {make}", f"    a[{slot}] = id(r{k})"]
-    for j, (slot, acc, _) in enumerate(parts):
+    names["scratch"] = scratch
+    unread_at = {k for k, o in enumerate(outs) if o[5]}
+    for j, (slot, acc, k) in enumerate(parts):
+        if k in unread_at:
+            scratch.append(np.empty(1, acc))
+            packed[slot] = id(scratch[-1])
+            continue
         names[f"acc{j}"] = np.dtype(acc)
         lines += [f"    p{j} = empty(1, acc{j})", f"    a[{slot}] = id(p{j})"]
     lines += ["    if profiling._active: profiling.record_launch(*record, tier='numba')",
               "    status = call(address, id(a))",
               "    spare.append(a)",
               "    if status != 0 and status != -2: return rerun(buffers)"]
-    lines += [f"    r{k}[()] = p{j}[0]" for j, (_, _, k) in enumerate(parts)]   # one element, any shape
+    lines += [f"    r{k}[()] = p{j}[0]" for j, (_, _, k) in enumerate(parts) if k not in unread_at]  # 1 element
     lines.append(f"    return [{', '.join(f'r{k}' for k in range(len(outs)))}]")
     exec(compile("\n".join(lines) + "\n", "<fastad launch>", "exec"), names)
     return names["launch"]
