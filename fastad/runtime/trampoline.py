@@ -119,8 +119,10 @@ def packed_launch(call, address: int, packed, in_at, outs, parts, rerun, launch_
     `packed`: the argument array with everything but the arrays filled in (a call packs into a
     copy of its own, so calls from several threads never share one); `in_at`: the slots of
     the input arrays; `outs`: (slot, shape, numpy dtype, from the buffer pool, element count,
-    unread) per output, where an unread output goes to a scratch array made once (its slot
-    filled in `packed`; concurrent calls may share it, nobody reads it) and comes back as None;
+    unread) per output, where an unread output too small for the pool goes to a scratch array
+    made once (its slot filled in `packed`; concurrent calls may share it, nobody reads it) and
+    comes back as None (a large one is allocated and dropped: a scratch copy would hold its
+    memory for as long as the launch lives);
     `parts`: (slot, accumulator dtype, output index) per full reduction, whose one element is
     copied into its output; `rerun(buffers)`: the outputs when the kernel raised;
     `launch_record`: (name, device, elements) for `fastad.profile`."""
@@ -133,8 +135,9 @@ def packed_launch(call, address: int, packed, in_at, outs, parts, rerun, launch_
     names = {"spare": [], "packed": packed, "empty": np.empty, "pooled": pooled, "call": call,
              "address": address, "rerun": rerun, "profiling": profiling, "record": launch_record}
     scratch = []    # the unread outputs' arrays: alive as long as the launch
+    unread_at = {k for k, (_, _, _, pool, _, unread) in enumerate(outs) if unread and not pool}
     for k, (slot, shape, dtype, pool, count, unread) in enumerate(outs):
-        if unread:
+        if k in unread_at:
             scratch.append(np.empty(shape, dtype))
             packed[slot] = id(scratch[-1])
             lines.append(f"    r{k} = None")
@@ -143,7 +146,6 @@ def packed_launch(call, address: int, packed, in_at, outs, parts, rerun, launch_
         make = f"pooled({count}, dtype{k}).reshape(shape{k})" if pool else f"empty(shape{k}, dtype{k})"
         lines += [f"    r{k} = {make}", f"    a[{slot}] = id(r{k})"]
     names["scratch"] = scratch
-    unread_at = {k for k, o in enumerate(outs) if o[5]}
     for j, (slot, acc, k) in enumerate(parts):
         if k in unread_at:
             scratch.append(np.empty(1, acc))
