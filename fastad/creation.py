@@ -131,7 +131,13 @@ def tensor(data, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     default = _SCALAR_DEFAULTS.get(type(data))
     if default is not None and dtype is None and to_device(device) is CPU:
         # `tensor(5.0, requires_grad=True)` in a scalar loop: one array, one node (as asarray makes them)
-        return _finish(Node("buffer", (), (), default, CPU, None, np.array(data, default.np)), requires_grad)
+        t = Tensor(Node("buffer", (), (), default, CPU, None, np.array(data, default.np)))
+        if requires_grad:
+            if default.kind == "f":
+                t._leaf_requires_grad = True
+            else:
+                t.requires_grad_(True)   # its error for int and bool
+        return t
     if isinstance(data, Tensor):
         data = data.detach()  # as torch.tensor(t): a copy outside t's graph, requires_grad as asked
     return asarray(data, dtype=dtype, device=device, copy=True, requires_grad=requires_grad)

@@ -80,6 +80,10 @@ def to_device(spec) -> Device:
         return _default
     if type(spec) is Device:
         return spec
+    if type(spec) is str:
+        dev = Device._by_spec.get(spec)   # "cpu", "cuda": no __new__ call
+        if dev is not None:
+            return dev
     return Device(spec)
 
 

@@ -93,7 +93,7 @@ built_log: Optional[list] = None
 def const(value, shape: tuple, dtype, device) -> Node:
     """A constant filled with `value`: no buffer, its value becomes a kernel argument."""
     value = _scalar(value, dtype)
-    node = Node("const", (), tuple(shape), dtype, device, arg=value)
+    node = Node("const", (), tuple(shape), dtype, device, value)
     if built_log is not None:
         built_log.append(node)
     return node
