@@ -34,7 +34,7 @@ __all__ = ["structure_key", "lookup", "record", "replay", "RULES"]
 enabled = True   # False: every walk runs the rules (tests compare the two)
 _MEMO: dict = {}
 _MEMO_SIZE = 256
-_RECORDING = threading.Lock()   # one recording at a time: `ops.built_log` is process-wide
+_RECORDING = threading.Lock()   # one recording at a time: `ops.built_log` is one global
 
 
 def _const_part(value):
@@ -119,7 +119,7 @@ class Recording:
         self.log: list = []
 
     def __enter__(self):
-        ops.built_log = self.log
+        ops.built_log = (threading.get_ident(), self.log)
         return self
 
     def __exit__(self, exc_type, *exc):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from threading import get_ident
 from typing import Callable, Optional
 
 import numpy as np
@@ -86,8 +87,14 @@ def nan_safe(vjp):
 # Building nodes
 # ---------------------------------------------------------------------------
 
-# While `fastad.backward_memo` records a backward pass, every node built is appended here.
-built_log: Optional[list] = None
+# While `fastad.backward_memo` records a backward pass: (its thread, the nodes built on that thread).
+built_log: Optional[tuple] = None
+
+
+def _note_built(node: Node) -> None:
+    owner, log = built_log
+    if owner == get_ident():   # another thread's nodes are not the walk's
+        log.append(node)
 
 
 def const(value, shape: tuple, dtype, device) -> Node:
@@ -95,7 +102,7 @@ def const(value, shape: tuple, dtype, device) -> Node:
     value = _scalar(value, dtype)
     node = Node("const", (), tuple(shape), dtype, device, value)
     if built_log is not None:
-        built_log.append(node)
+        _note_built(node)
     return node
 
 
@@ -152,7 +159,7 @@ def apply(name: str, *srcs: Node, arg=None) -> Node:
             return folded
         node = Node(name, srcs, shape, out_dtype, device, arg)
         if built_log is not None:
-            built_log.append(node)
+            _note_built(node)
         return node
     shape = op.shape(srcs, arg)
     if all(s.op == "const" for s in srcs) and name in ("reshape", "permute", "expand", "sum", "copy_to"):
@@ -165,7 +172,7 @@ def apply(name: str, *srcs: Node, arg=None) -> Node:
     out_dtype = op.out(srcs, arg) if callable(op.out) else srcs[0].dtype
     node = Node(name, tuple(srcs), shape, out_dtype, device, arg)
     if built_log is not None:
-        built_log.append(node)
+        _note_built(node)
     return node
 
 

@@ -192,3 +192,34 @@ def test_a_walk_recorded_with_retain_graph_still_frees_when_replayed_without():
         y.backward()                       # replayed: frees the graph
         with pytest.raises(RuntimeError, match="backward through the graph a second time"):
             y.backward()
+
+
+def test_another_threads_work_during_a_recording_leaves_the_recipe_intact(monkeypatch):
+    # while one thread records a walk, another builds and computes graphs of its own: its nodes
+    # (some realized by then) must not enter the recording, which would turn the memo off
+    import threading
+    backward_memo._MEMO.clear()
+    real_walk = fa.autodiff._walk
+    other_done = threading.Event()
+
+    def other():
+        for _ in range(3):
+            y = fa.asarray(np.linspace(0, 1, 8)) * 2 + 1
+            y.numpy()
+        other_done.set()
+
+    def walk_with_interruption(*a, **k):
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()                      # the other thread runs entirely inside this recording
+        return real_walk(*a, **k)
+    monkeypatch.setattr(fa.autodiff, "_walk", walk_with_interruption)
+    x = fa.tensor([0.5, 1.5], requires_grad=True)
+    fa.sum(fa.sin(x) * x).backward()
+    assert other_done.is_set()
+    monkeypatch.setattr(fa.autodiff, "_walk", real_walk)
+    (memo,) = backward_memo._MEMO.values()
+    assert memo is not backward_memo.RULES
+    x = fa.tensor([0.5, 1.5], requires_grad=True)
+    fa.sum(fa.sin(x) * x).backward()       # replayed from the recipe
+    np.testing.assert_allclose(x.grad.numpy(), np.cos([0.5, 1.5]) * [0.5, 1.5] + np.sin([0.5, 1.5]), rtol=1e-6)
