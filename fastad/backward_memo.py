@@ -110,7 +110,8 @@ def lookup(key):
 
 
 class Recording:
-    """Collects one walk: the sink calls and freed GradFns; `finish` stores the recipe."""
+    """Collects one walk (the sink calls, the GradFns it used, the nodes its rules built); on a
+    clean exit `_finish` stores the recipe, or RULES where none can stand in for the rules."""
 
     def __init__(self, key, known, order):
         self.key, self.known, self.order = key, known, order
