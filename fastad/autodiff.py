@@ -33,7 +33,6 @@ __all__ = ["GradFn", "backward", "no_grad", "enable_grad", "set_grad_enabled", "
            "active_tapes", "recording_tapes"]
 
 
-
 class _GradMode(threading.local):
     enabled = True   # a class default, so a thread that never switched reads it without a miss
 
@@ -215,7 +214,7 @@ _NO_STOPS = frozenset()
 
 def _walk(order, roots, seeds, sink, retain_graph, stop_at, create_graph, tape, recording) -> None:
     """The walk itself: each op's derivative rule, in reverse topological order (`recording`: tell it
-    each sink call and freed GradFn)."""
+    each sink call and each GradFn used)."""
     grads: dict[int, object] = {}
     for r, s in zip(roots, seeds):
         grads[id(r)] = _accumulate(grads.get(id(r)), s)
