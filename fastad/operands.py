@@ -13,6 +13,7 @@ import builtins
 import numpy as np
 
 from . import dtypes as dt
+from .autodiff import active_tapes
 from .errors import AxisError
 from .ops import OPS, const, domain_allows
 from .tensor import _SCALARS, Tensor, _apply, _type_error
@@ -49,6 +50,8 @@ def broadcast_shapes(*shapes, op="broadcast") -> tuple:
 
 
 def _broadcast(x: Tensor, shape) -> Tensor:
+    """`x` broadcast to any `shape` a caller gives (ints of any integer type); `expand`'s shape
+    rule raises where `x` does not broadcast to it."""
     if x._node.shape == shape:
         return x
     shape = tuple(int(d) for d in shape)
@@ -56,14 +59,21 @@ def _broadcast(x: Tensor, shape) -> Tensor:
         return x
     if len(shape) < x.ndim:
         raise ValueError(f"broadcast_to: cannot broadcast {x.shape} to {shape}")
-    return _expand_to(x, shape)
+    if x.ndim < len(shape):
+        x = _apply("reshape", x, arg=(1,) * (len(shape) - x.ndim) + x.shape)
+    return _apply("expand", x, arg=shape)
 
 
 def _expand_to(x: Tensor, shape: tuple) -> Tensor:
-    """`x` broadcast to `shape`, a tuple of ints that `x` broadcasts to (from `broadcast_shapes`)."""
-    xs = x._node.shape
+    """`x` broadcast to `shape`, a tuple of ints known to be its broadcast (from `broadcast_shapes`;
+    `_broadcast` checks a shape from elsewhere)."""
+    node = x._node
+    xs = node.shape
     if xs == shape:
         return x
+    if node.op == "const" and x._ctx is None and not x._leaf_requires_grad and not active_tapes:
+        # an untracked constant: the constant of the new shape that folding reshape and expand gives
+        return Tensor(const(node.arg, shape, node.dtype, node.device))
     if len(xs) < len(shape):
         x = _apply("reshape", x, arg=(1,) * (len(shape) - len(xs)) + xs)
     return _apply("expand", x, arg=shape)
@@ -97,17 +107,14 @@ def _promote(op: str, *xs: Tensor) -> tuple:
 
 
 def _binary(name: str, a, b) -> Tensor:
-    # fast path: two tensors that need no promotion, broadcasting or device check
-    if (type(a) is Tensor and type(b) is Tensor and a._node.dtype is b._node.dtype
-            and a._node.shape == b._node.shape and a._node.device is b._node.device
-            and domain_allows(OPS[name].domain, a._node.dtype)):
-        return _apply(name, a, b)
-    # fast path for `tensor op python_number`: the constant is made at the final shape and dtype
-    # two tensors of one dtype the op takes, on one device: only broadcasting to do
+    # fast path: two tensors of one dtype the op takes, on one device: at most a broadcast to do
     if (type(a) is Tensor and type(b) is Tensor and a._node.dtype is b._node.dtype
             and a._node.device is b._node.device and domain_allows(OPS[name].domain, a._node.dtype)):
+        if a._node.shape == b._node.shape:
+            return _apply(name, a, b)
         shape = broadcast_shapes(a._node.shape, b._node.shape, op=name)
         return _apply(name, _expand_to(a, shape), _expand_to(b, shape))
+    # fast path for `tensor op python_number`: the constant is made at the final shape and dtype
     if type(b) in (int, float) and isinstance(a, Tensor):
         common = _common_dtype(name, (a.dtype, dt.scalar_dtype(b, a.dtype)))
         a = a if a.dtype is common else _apply("cast", a, arg=common)
@@ -126,7 +133,7 @@ def _binary(name: str, a, b) -> Tensor:
         raise ValueError(f"{name}: operands are on different devices: {a.device} and {b.device}")
     shape = a.shape if a.shape == b.shape else broadcast_shapes(a.shape, b.shape, op=name)
     a, b = _promote(name, a, b)
-    return _apply(name, _broadcast(a, shape), _broadcast(b, shape))
+    return _apply(name, _expand_to(a, shape), _expand_to(b, shape))
 
 
 def _as_tensor_checked(x, like, name):

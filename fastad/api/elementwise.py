@@ -11,7 +11,7 @@ import builtins
 from .. import dtypes as dt
 from ..device import Device
 from ..ops import const
-from ..tensor import (Tensor, _apply, _as_tensor, _binary, _cast, _fresh, _unary, _broadcast,
+from ..tensor import (Tensor, _apply, _as_tensor, _binary, _cast, _expand_to, _fresh, _unary,
                       broadcast_shapes)
 
 __all__ = ["negative", "positive", "abs", "sign", "relu", "square", "isnan", "isinf", "isfinite",
@@ -148,8 +148,13 @@ def pow(a, b) -> Tensor:
 
 
 def where(condition, x1, x2) -> Tensor:
-    like = next((t for t in (condition, x1, x2) if isinstance(t, Tensor)), None)
-    if like is None:
+    if isinstance(condition, Tensor):
+        like = condition
+    elif isinstance(x1, Tensor):
+        like = x1
+    elif isinstance(x2, Tensor):
+        like = x2
+    else:
         raise TypeError("where: at least one argument must be a fastad Tensor")
     if not isinstance(x1, Tensor) and not isinstance(x2, Tensor):
         x1 = _as_tensor(x1, like)
@@ -158,15 +163,16 @@ def where(condition, x1, x2) -> Tensor:
         x1 = _as_tensor(x1, x2 if isinstance(x2, Tensor) else like)
         x2 = _as_tensor(x2, x1)
     c = _as_tensor(condition, like)
-    devices = {t.device for t in (c, x1, x2)}
-    if len(devices) > 1:
+    if not (c.device is x1.device is x2.device):
+        devices = {t.device for t in (c, x1, x2)}
         raise ValueError(f"where: operands are on different devices: {', '.join(map(str, devices))}")
     if c.dtype is not dt.bool:
         c = _cast(c, dt.bool)
     shape = broadcast_shapes(c.shape, x1.shape, x2.shape, op="where")
-    common = dt.result_type(x1.dtype, x2.dtype)
-    x1, x2 = (_cast(t, common) for t in (x1, x2))
-    return _apply("where", _broadcast(c, shape), _broadcast(x1, shape), _broadcast(x2, shape))
+    if x1.dtype is not x2.dtype:
+        common = dt.result_type(x1.dtype, x2.dtype)
+        x1, x2 = _cast(x1, common), _cast(x2, common)
+    return _apply("where", _expand_to(c, shape), _expand_to(x1, shape), _expand_to(x2, shape))
 
 
 def clip(x: Tensor, min=None, max=None) -> Tensor:

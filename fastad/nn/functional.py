@@ -15,10 +15,10 @@ import math
 
 import numpy as np
 
-from ..ops import const
-from ..tensor import Tensor, _apply, _unary
+from ..tensor import Tensor, _unary
 from ..tensor import equal as _equal, exp as _exp, log as _log, matmul as _matmul, max as _max, mean as _mean
-from ..tensor import relu as _relu, sigmoid as _sigmoid, sum as _sum, tanh as _tanh
+from ..tensor import relu as _relu, reshape as _reshape, sigmoid as _sigmoid, sum as _sum, tanh as _tanh
+from ..tensor import where as _where
 
 __all__ = ["relu", "gelu", "tanh", "sigmoid", "erf", "softmax", "log_softmax", "cross_entropy", "mse_loss",
            "linear"]
@@ -65,14 +65,6 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
 def _shifted(x: Tensor, dim: int) -> Tensor:
     """x minus its (detached) maximum along dim: the exponentials below cannot overflow."""
     return x - _max(x.detach(), axis=dim, keepdims=True)
-
-
-def _row_shifted(x: Tensor) -> Tensor:
-    """`_shifted(x, 1)` for logits (N, C), built without the frontend's checks (a training
-    step's loss is built every step)."""
-    n, c = x.shape
-    m = _apply("reshape", _apply("max", x.detach(), arg=(1,)), arg=(n, 1))
-    return _apply("sub", x, _apply("expand", m, arg=(n, c)))
 
 
 def softmax(x: Tensor, dim: int = -1) -> Tensor:
@@ -134,18 +126,11 @@ def cross_entropy(input: Tensor, target, reduction: str = "mean") -> Tensor:
     if c == 0:
         raise ValueError(f"cross_entropy: logits of shape {x.shape} have no classes (the row maximum of "
                          "nothing is undefined)")
-    # the graph of logsumexp(z) - z[label], built with the primitives directly (shapes and dtypes
-    # are known here; the frontend's checks would cost more than the kernels at training sizes)
-    z = _row_shifted(x)
-    lse = _apply("log", _apply("sum", _apply("exp", z), arg=(1,)))
-    onehot = _equal(_classes(c, x.device), _apply("reshape", target, arg=(n, 1)))
-    picked = _apply("sum", _apply("where", onehot, z, Tensor(const(0, (n, c), x.dtype, x.device))), arg=(1,))
-    loss = _apply("sub", lse, picked)
-    if reduction == "mean" and n:
-        # the 1/n scale inside the sum: the reduction's kernel applies it (mean() would add a kernel)
-        scale = Tensor(const(1.0 / n, (n,), x.dtype, x.device))
-        return _apply("sum", _apply("mul", loss, scale), arg=(0,))
-    return _reduce(loss, reduction, "cross_entropy")
+    z = _shifted(x, 1)
+    lse = _log(_sum(_exp(z), axis=1))
+    onehot = _equal(_classes(c, x.device), _reshape(target, (n, 1)))
+    picked = _sum(_where(onehot, z, 0.0), axis=1)
+    return _reduce(lse - picked, reduction, "cross_entropy")
 
 
 def mse_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:
