@@ -38,7 +38,7 @@ from . import profiling
 from .errors import CompileError
 from .graph import Node
 from . import replay as _replay
-from .replay import MISS, _deps, _positional, _Program, single
+from .replay import _deps, _positional, _Program, single
 
 __all__ = ["compile", "capturing"]
 
@@ -235,15 +235,19 @@ class _Compiled:
 
     # ---- signature ---------------------------------------------------------------
     @staticmethod
-    def _signature(leaves) -> tuple:
-        Tensor = _deps()[4]
+    def _signature(leaves) -> tuple | None:
+        """The call signature of `leaves`; None where one is a list, tuple or dict (to flatten)."""
+        deps = _replay._DEPS
+        Tensor = deps[4] if deps is not None else _deps()[4]
         sig = []
         for x in leaves:
             if isinstance(x, Tensor):
-                node = x._node
-                sig.append(("T", node.shape, node.dtype, node.device, x._tracked))
+                node = x._node   # (`_tracked` inlined: this runs on every call)
+                sig.append(("T", node.shape, node.dtype, node.device, x._ctx is not None or x._leaf_requires_grad))
             elif type(x) is float:
                 sig.append(("f",))     # dynamic: a 0-d tensor inside
+            elif isinstance(x, (list, tuple, dict)):
+                return None            # nested: flatten first
             else:
                 try:
                     hash(x)
@@ -254,43 +258,18 @@ class _Compiled:
         return tuple(sig)
 
     def __call__(self, *args, **kwargs):
-        if not kwargs:   # the common call: tensors only, positional (the signature built inline)
-            deps = _replay._DEPS
-            Tensor = deps[4] if deps is not None else _deps()[4]
-            sig = []
-            for x in args:
-                if type(x) is not Tensor:
-                    break
-                node = x._node
-                sig.append(("T", node.shape, node.dtype, node.device, x._ctx is not None or x._leaf_requires_grad))
-            else:
-                prog = self.programs.get(tuple(sig))
-                if prog is not None and (prog.state_guard is None or prog.state_guard()):
-                    if profiling._active:
-                        profiling.record_replay()
-                    straight = prog.straight
-                    if straight is not None:
-                        out = straight(args)
-                        if out is not MISS:
-                            return out
-                    return prog.run(list(args))
-        nested = kwargs
-        if not nested:
-            for a in args:
-                if isinstance(a, (list, tuple, dict)):
-                    nested = True
-                    break
-        if not nested:
-            leaves, rebuild = list(args), _positional
+        key = None if kwargs else self._signature(args)
+        if key is not None:
+            leaves, rebuild = args, _positional
         else:
             leaves, rebuild = _flatten([list(args), kwargs])
-        key = self._signature(leaves)
+            key = self._signature(leaves)
         prog = self.programs.get(key)
         if prog is not None and (prog.state_guard is None or prog.state_guard()):
             if profiling._active:
                 profiling.record_replay()
             return prog.run(leaves)
-        return self._trace(key, leaves, rebuild)
+        return self._trace(key, list(leaves), rebuild)
 
     # ---- tracing -------------------------------------------------------------------
     def _trace(self, key, leaves, rebuild):

@@ -28,6 +28,11 @@ __all__ = ["tensor", "asarray", "from_numpy", "zeros", "ones", "full", "empty", 
 _PY_DEFAULTS = {"float64": dt.float32, "int64": dt.int64, "complex128": dt.complex64, "bool": dt.bool}
 
 
+def _scalar_leaf(value, dtype, requires_grad: bool) -> Tensor:
+    """`tensor(5.0)`, `asarray(5.0)` on the CPU, as a scalar loop makes them: one array, one node."""
+    return _finish(Node("buffer", (), (), dtype, CPU, None, np.array(value, dtype.np)), requires_grad)
+
+
 def _finish(node: Node, requires_grad: bool) -> Tensor:
     t = Tensor(node)
     if requires_grad:
@@ -82,8 +87,7 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None, requires_grad=False) 
     """A tensor from a Python scalar, (nested) list, numpy array, DLPack object or fastad tensor."""
     default = _SCALAR_DEFAULTS.get(type(obj))
     if default is not None and copy is not False and dtype is None and to_device(device) is CPU:
-        # the common `tensor(5.0, requires_grad=True)` of a scalar loop: one array, one node
-        return _finish(Node("buffer", (), (), default, CPU, None, np.array(obj, default.np)), requires_grad)
+        return _scalar_leaf(obj, default, requires_grad)
     if isinstance(obj, Tensor):
         out = obj
         if dtype is not None and dt.to_dtype(dtype) is not out.dtype:
@@ -130,14 +134,7 @@ def tensor(data, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A tensor holding a copy of `data` (PyTorch's `torch.tensor`): always a new leaf."""
     default = _SCALAR_DEFAULTS.get(type(data))
     if default is not None and dtype is None and to_device(device) is CPU:
-        # `tensor(5.0, requires_grad=True)` in a scalar loop: one array, one node (as asarray makes them)
-        t = Tensor(Node("buffer", (), (), default, CPU, None, np.array(data, default.np)))
-        if requires_grad:
-            if default.kind == "f":
-                t._leaf_requires_grad = True
-            else:
-                t.requires_grad_(True)   # its error for int and bool
-        return t
+        return _scalar_leaf(data, default, requires_grad)
     if isinstance(data, Tensor):
         data = data.detach()  # as torch.tensor(t): a copy outside t's graph, requires_grad as asked
     return asarray(data, dtype=dtype, device=device, copy=True, requires_grad=requires_grad)

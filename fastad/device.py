@@ -20,10 +20,6 @@ class Device:
     _by_spec: dict = {}   # an exact spec string -> its Device
 
     def __new__(cls, spec="cpu", index: int | None = None):
-        if index is None and type(spec) is str:
-            dev = cls._by_spec.get(spec)   # the common "cpu", "cuda"
-            if dev is not None:
-                return dev
         if isinstance(spec, Device):
             return spec
         if not isinstance(spec, str):
@@ -42,7 +38,7 @@ class Device:
             object.__setattr__(dev, "type", kind)
             object.__setattr__(dev, "index", ordinal)
             cls._interned[key] = dev
-        if index is None and spec == m.group(0):   # spelled as parsed: later lookups skip the regex
+        if index is None and spec == m.group(0):   # spelled as parsed: `to_device` finds it without parsing
             cls._by_spec[spec] = dev
         return dev
 

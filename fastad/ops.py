@@ -157,20 +157,17 @@ def apply(name: str, *srcs: Node, arg=None) -> Node:
         folded = _fold(op, srcs, arg, shape, out_dtype)
         if folded is not None:
             return folded
-        node = Node(name, srcs, shape, out_dtype, device, arg)
-        if built_log is not None:
-            _note_built(node)
-        return node
-    shape = op.shape(srcs, arg)
-    if all(s.op == "const" for s in srcs) and name in ("reshape", "permute", "expand", "sum", "copy_to"):
-        value = srcs[0].arg
-        if name == "sum":
-            n = math.prod(srcs[0].shape[a] for a in arg)
-            value = np.asarray(value, srcs[0].dtype.np) * n
-        return const(value, shape, srcs[0].dtype, device)
-    # a non-elementwise op computes in its first input's dtype unless its `out` rule names one (indices)
-    out_dtype = op.out(srcs, arg) if callable(op.out) else srcs[0].dtype
-    node = Node(name, tuple(srcs), shape, out_dtype, device, arg)
+    else:
+        shape = op.shape(srcs, arg)
+        if all(s.op == "const" for s in srcs) and name in ("reshape", "permute", "expand", "sum", "copy_to"):
+            value = srcs[0].arg
+            if name == "sum":
+                n = math.prod(srcs[0].shape[a] for a in arg)
+                value = np.asarray(value, srcs[0].dtype.np) * n
+            return const(value, shape, srcs[0].dtype, device)
+        # a non-elementwise op computes in its first input's dtype unless its `out` rule names one (indices)
+        out_dtype = op.out(srcs, arg) if callable(op.out) else srcs[0].dtype
+    node = Node(name, srcs, shape, out_dtype, device, arg)
     if built_log is not None:
         _note_built(node)
     return node

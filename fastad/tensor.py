@@ -139,9 +139,6 @@ class Tensor:
         return self.numpy().tolist()
 
     def __float__(self):
-        buf = self._node.buffer
-        if type(buf) is np.ndarray and buf.size == 1 and capture._recorder is None:
-            return float(buf.item())   # a computed host value (a training loop reads one per step)
         return float(self.item())
 
     def __int__(self):

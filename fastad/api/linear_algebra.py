@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+from ..ops import OPS, domain_allows
 from ..tensor import Tensor, _apply, _as_tensor_checked, _broadcast, _promote, _type_error, broadcast_shapes
 from .manipulation import reshape
 
@@ -15,7 +16,7 @@ __all__ = ["matmul", "matrix_transpose", "tensordot", "vecdot"]
 def matmul(a, b) -> Tensor:
     if (type(a) is Tensor and type(b) is Tensor and len(a._node.shape) == 2 and len(b._node.shape) == 2
             and a._node.shape[1] == b._node.shape[0] and a._node.dtype is b._node.dtype
-            and a._node.device is b._node.device and a._node.dtype.kind in "iufc"):
+            and a._node.device is b._node.device and domain_allows(OPS["matmul"].domain, a._node.dtype)):
         return _apply("matmul", a, b)   # two matrices that need nothing else (the common case)
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         _type_error("@", a, b)
