@@ -6,8 +6,8 @@ An entry gives: the name, kind and arity; the dtype rule (`domain` of the
 inputs and `out`put rule); the shape rule (by kind unless given); a numpy
 reference (the test oracle and the reference executor); the kernel expression
 that the renderers turn into Numba or CUDA C; and the derivative rule (`vjp`),
-which builds more graph from the output gradient. Adding an op means adding
-one `defop` call.
+which builds more graph from the output gradient through the builder `f`
+(`fastad.rules`). Adding an op means adding one `defop` call.
 
 Primitives are strict: elementwise inputs already share shape and dtype. The
 frontend (`fastad.tensor`) does broadcasting (explicit `expand`) and type
@@ -68,8 +68,8 @@ def defop(name, kind, arity, singular: bool = False, **kw) -> Op:
     if singular and kw.get("vjp") is not None:
         kw["vjp"] = nan_safe(kw["vjp"])
     OPS[name] = op = Op(name, kind, arity, **kw)
-    if "_builder_method" in globals():   # added after the table was built (a package's own ops): join `f`
-        setattr(_Builder, name, _builder_method(name))
+    if "add_builder" in globals():   # added after the table was built (a package's own ops): join `f`
+        add_builder(name)
     return op
 
 
@@ -195,52 +195,6 @@ def _fold(op: Op, srcs, arg, shape, out_dtype) -> Optional[Node]:
     if op.name == "nan_guard" and srcs[0].op == "const":   # a known cotangent: zero, or the value
         return srcs[1] if srcs[0].arg != 0 else srcs[0]
     return None
-
-
-# Derivative rules build graph through `f`. Given nodes they build nodes (a first-order
-# backward pass: nothing is recorded). Given tensors they build tensors through the
-# frontend, which records GradFns, so the gradient graph is itself differentiable
-# (create_graph, nested tapes, fastad.grad of fastad.grad): one set of rules for every order.
-_tensor_builder = None   # (apply(name, srcs, arg) -> Tensor, like(value, tensor) -> Tensor)
-
-
-def install_tensor_builder(apply_fn, like_fn) -> None:
-    """Called once by `fastad.tensor`, which sits above this module."""
-    global _tensor_builder
-    _tensor_builder = (apply_fn, like_fn)
-
-
-def node_of(x) -> Node:
-    """The node behind a node or a tensor (rules that inspect structure, e.g. a constant exponent)."""
-    return x if type(x) is Node else x._node
-
-
-class _Builder:
-    """`f.mul(a, b)` is `apply("mul", a, b)`: lets derivative rules read like math.
-    One method per op is attached below, once the table is complete."""
-
-    @staticmethod
-    def like(value, node: Node) -> Node:
-        if type(node) is not Node:
-            return _tensor_builder[1](value, node)
-        return const(value, node.shape, node.dtype, node.device)
-
-    @staticmethod
-    def unreduce(g: Node, axes: tuple, shape: tuple) -> Node:
-        """Broadcast a gradient of a reduction over `axes` back to the input `shape`."""
-        kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
-        return f.expand(f.reshape(g, arg=kept), arg=tuple(shape))
-
-    @staticmethod
-    def reduce_to(g: Node, shape: tuple) -> Node:
-        """Sum a broadcast gradient back to `shape` (same rank, size-1 dims were expanded)."""
-        axes = tuple(i for i, (a, b) in enumerate(zip(shape, g.shape)) if a == 1 and b != 1)
-        if not axes:
-            return g
-        return f.reshape(f.sum(g, arg=axes), arg=tuple(shape))
-
-
-f = _Builder()
 
 
 # ---------------------------------------------------------------------------
@@ -586,35 +540,9 @@ defop("const", SOURCE, 0)
 defop("buffer", SOURCE, 0)
 
 
-class VJPContext:
-    """What a derivative rule sees: the output `y`, the inputs `srcs` (`x`, `a`, `b`) and the static `arg`."""
-
-    __slots__ = ("y", "srcs", "arg")
-
-    def __init__(self, y, srcs, arg):
-        self.y, self.srcs, self.arg = y, srcs, arg
-
-    x = a = property(lambda self: self.srcs[0])
-    b = property(lambda self: self.srcs[1])
-
-
-def _builder_method(name):
-    def build(*srcs, arg=None):
-        # the common cases first: one or two nodes (a plain backward pass)
-        n = len(srcs)
-        if n == 2:
-            if type(srcs[0]) is Node and type(srcs[1]) is Node:
-                return apply(name, srcs[0], srcs[1], arg=arg)
-        elif n == 1:
-            if type(srcs[0]) is Node:
-                return apply(name, srcs[0], arg=arg)
-        elif all(type(s) is Node for s in srcs):
-            return apply(name, *srcs, arg=arg)
-        return _tensor_builder[0](name, srcs, arg)
-    build.__name__ = name
-    return staticmethod(build)
-
+# The rule builder `f` (and what rules see) is `fastad.rules`; the rules above read it when they run.
+from .rules import VJPContext, add_builder, f, install_tensor_builder, node_of  # noqa: E402,F401
 
 for _op in OPS:
-    setattr(_Builder, _op, _builder_method(_op))
+    add_builder(_op)
 del _op
