@@ -135,6 +135,33 @@ def test_trampolines_are_shared_between_kernels_of_one_signature():
     assert ctypes.cast(trampoline.caller(kinds), ctypes.c_void_p).value
 
 
+def test_small_kernels_launch_through_a_builtin_and_large_ones_through_ctypes(jit, monkeypatch):
+    """A builtin call keeps the GIL while the kernel runs, so only short kernels take it; both
+    ways run the same trampoline and give the same results."""
+    import sys
+    loss = _value_and_grad(lambda x: fa.sum(fa.tanh(x) * x + fa.exp(-x)))
+    x = fa.asarray(np.linspace(-1, 1, 200).astype(np.float32), requires_grad=True)
+    calls = []
+    for limit in (trampoline.GIL_HELD_MAX_ELEMENTS, 0):
+        monkeypatch.setattr(trampoline, "GIL_HELD_MAX_ELEMENTS", limit)
+        (launch,) = _launchers(_check_replays(loss, x))
+        calls.append(launch.__globals__["call"])
+        packed = launch.__globals__["packed"]
+        before = sys.getrefcount(packed), sys.getrefcount(0)
+        for _ in range(50):
+            launch([x._node.buffer])
+        assert (sys.getrefcount(packed), sys.getrefcount(0)) == before   # nothing leaks a reference
+    builtin, foreign = calls
+    assert type(builtin).__name__ == "builtin_function_or_method"
+    assert isinstance(foreign, ctypes._CFuncPtr)
+
+
+def test_a_bound_caller_reads_the_kernel_address_from_its_self():
+    kinds = ("ptr", "ptr", "int64", "int64", "int64", "obj", "int64", "obj")
+    one, two = trampoline.bound_caller(kinds, 4096), trampoline.bound_caller(kinds, 8192)
+    assert one is not two and one.__self__[0] == 4096 and two.__self__[0] == 8192
+
+
 def test_a_broadcast_constant_read_from_state_is_not_read_as_a_full_buffer(jit):
     w = fa.asarray(np.ones(64, np.float32), requires_grad=True)
     x = fa.asarray(np.arange(64, dtype=np.float32))

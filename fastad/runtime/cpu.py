@@ -299,6 +299,10 @@ class CpuBackend:
                               + [0] * len(part_at), np.int64)
             in_at, out_at, part_at = ([4 + i for i in at] for at in (in_at, out_at, part_at))
 
+            if elements <= trampoline.GIL_HELD_MAX_ELEMENTS:   # a builtin call where the kernel is short
+                bound = trampoline.bound_caller(tuple(kinds), address)
+                if bound is not None:
+                    call, address = bound, None
             return trampoline.packed_launch(
                 call, address, packed, in_at, [(out_at[k], oshape, dt, pool, count, k in unread)
                                                for k, (oshape, dt, pool, count) in enumerate(outs)],

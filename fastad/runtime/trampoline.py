@@ -13,6 +13,14 @@ numpy int64 array (its `id()`) holding every argument:
 * "ptr", "int64", "int8".."int32", "float32", "float64": the value itself,
   floats as their bit pattern.
 
+The trampoline is reached from Python in one of two ways. `caller` gives a ctypes
+function `call(kernel_address, id(packed))`, which releases the GIL around the kernel.
+`bound_caller` gives a builtin function `call(packed)` for one kernel: the module also holds
+an entry point with CPython's METH_O signature, which reads the kernel's address from its
+`self` (an int64 array) and returns the status as an int. A builtin call costs a fraction of
+a ctypes call (no argument conversion, no foreign-call set-up), and it keeps the GIL while the
+kernel runs, so launches use it only for small kernels (`GIL_HELD_MAX_ELEMENTS`).
+
 Start at `caller`. `fastad.runtime.cpu.CpuBackend.replay_launcher` is the user.
 """
 from __future__ import annotations
@@ -24,9 +32,12 @@ import threading
 
 import numpy as np
 
-__all__ = ["caller", "pack_scalar", "packed_launch", "usable", "DATA_OFFSET"]
+__all__ = ["bound_caller", "caller", "pack_scalar", "packed_launch", "usable", "DATA_OFFSET",
+           "GIL_HELD_MAX_ELEMENTS"]
 
 DATA_OFFSET = object.__basicsize__   # the data pointer follows the object header in numpy's array struct
+GIL_HELD_MAX_ELEMENTS = 1 << 15      # kernels this small run in microseconds: worth keeping the GIL
+_METH_O = 0x0008
 _LOCK = threading.Lock()
 _log = logging.getLogger(__name__)
 _LLVM = {"ptr": "ptr", "obj": "ptr", "int64": "i64", "uint64": "i64", "int32": "i32", "uint32": "i32",
@@ -42,7 +53,7 @@ def usable() -> bool:
     return all(from_address(id(p) + DATA_OFFSET).value == p.ctypes.data for p in probes)
 
 
-def _source(kinds: tuple) -> str:
+def _source(kinds: tuple, from_long: int = 0) -> str:
     lines = ["define i32 @trampoline(i64 %fn, ptr %array) {", "entry:",
              f"  %head = getelementptr i8, ptr %array, i64 {DATA_OFFSET}", "  %packed = load ptr, ptr %head"]
     args = []
@@ -65,6 +76,12 @@ def _source(kinds: tuple) -> str:
             lines.append(f"  %a{i} = trunc i64 %v{i} to {ty}")
         args.append(f"{ty} %a{i}")
     lines += ["  %f = inttoptr i64 %fn to ptr", f"  %r = call i32 %f({', '.join(args)})", "  ret i32 %r", "}"]
+    if from_long:   # the METH_O entry: PyObject *entry(PyObject *self, PyObject *packed)
+        lines += ["define ptr @entry(ptr %self, ptr %array) {", "entry:",
+                  f"  %head = getelementptr i8, ptr %self, i64 {DATA_OFFSET}", "  %data = load ptr, ptr %head",
+                  "  %fn = load i64, ptr %data", "  %r = call i32 @trampoline(i64 %fn, ptr %array)",
+                  "  %s = sext i32 %r to i64", f"  %make = inttoptr i64 {from_long} to ptr",
+                  "  %o = call ptr %make(i64 %s)", "  ret ptr %o", "}"]
     return "\n".join(lines) + "\n"
 
 
@@ -84,22 +101,46 @@ def caller(kinds: tuple):
                 found = _build(kinds)
             except Exception as exc:   # e.g. an LLVM older than opaque pointers: launches use ctypes
                 _log.info("fastad: no launch trampoline (%s: %s)", type(exc).__name__, exc)
-                found = (None, None)
+                found = (None, None, None)
             _CALLERS[kinds] = found
         return found[0]
 
 
 def _build(kinds: tuple) -> tuple:
+    """(ctypes caller, the engine that owns the code, the METH_O method def or None)."""
     from .native import _llvm, _target
     ll = _llvm()
-    module = ll.parse_assembly(_source(kinds))
+    from_long = ctypes.cast(ctypes.pythonapi.PyLong_FromLong, ctypes.c_void_p).value or 0
+    module = ll.parse_assembly(_source(kinds, from_long))
     module.verify()
     engine = ll.create_mcjit_compiler(module, _target().create_target_machine(jit=True))
     engine.finalize_object()
     address = engine.get_function_address("trampoline")
     if not address:
         raise LookupError("trampoline symbol not found")
-    return ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p)(address), engine  # the engine owns the code
+    entry = engine.get_function_address("entry") if from_long else 0
+    method = _MethodDef(b"fastad_launch", entry, _METH_O, None) if entry else None
+    return ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p)(address), engine, method
+
+
+class _MethodDef(ctypes.Structure):   # CPython's PyMethodDef
+    _fields_ = [("ml_name", ctypes.c_char_p), ("ml_meth", ctypes.c_void_p), ("ml_flags", ctypes.c_int),
+                ("ml_doc", ctypes.c_char_p)]
+
+
+def bound_caller(kinds: tuple, address: int):
+    """`call(packed) -> int` for the kernel at `address` taking arguments of `kinds`: a builtin
+    function (see the module docstring) that keeps the GIL during the kernel, or None where
+    trampolines or the builtin entry are unavailable."""
+    if caller(kinds) is None:
+        return None
+    method = _CALLERS[kinds][2]
+    if method is None:
+        return None
+    self = np.array([address], np.int64)   # read by the entry point; owned by the function object
+    new = ctypes.pythonapi.PyCFunction_NewEx
+    new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.py_object, ctypes.c_void_p]
+    return new(ctypes.addressof(method), self, None)
 
 
 def pack_scalar(value, kind: str) -> int:
@@ -113,8 +154,10 @@ def pack_scalar(value, kind: str) -> int:
 
 
 def packed_launch(call, address: int, packed, in_at, outs, parts, rerun, launch_record, pooled):
-    """A kernel launch through `call` (from `caller`), generated as straight-line Python for one
-    layout: `launch(buffers)` -> the outputs, or None if a buffer is not C-contiguous.
+    """A kernel launch through `call`, generated as straight-line Python for one layout:
+    `launch(buffers)` -> the outputs, or None if a buffer is not C-contiguous. `call` is
+    `caller`'s ctypes function for the kernel at `address`, or (`address` None) a
+    `bound_caller` builtin.
 
     `packed`: the argument array with everything but the arrays filled in (a call packs into a
     copy of its own, so calls from several threads never share one); `in_at`: the slots of
@@ -154,10 +197,11 @@ def packed_launch(call, address: int, packed, in_at, outs, parts, rerun, launch_
         names[f"acc{j}"] = np.dtype(acc)
         lines += [f"    p{j} = empty(1, acc{j})", f"    a[{slot}] = id(p{j})"]
     lines += ["    if profiling._active: profiling.record_launch(*record, tier='numba')",
-              "    status = call(address, id(a))",
+              "    status = call(address, id(a))" if address is not None else "    status = call(a)",
               "    spare.append(a)",
               "    if status != 0 and status != -2: return rerun(buffers)"]
     lines += [f"    r{k}[()] = p{j}[0]" for j, (_, _, k) in enumerate(parts) if k not in unread_at]  # 1 element
     lines.append(f"    return [{', '.join(f'r{k}' for k in range(len(outs)))}]")
     exec(compile("\n".join(lines) + "\n", "<fastad launch>", "exec"), names)
+    names["launch"].source = "\n".join(lines)
     return names["launch"]
