@@ -27,6 +27,18 @@ class _Settings:
         # below this many elements a CPU kernel runs on the calling thread: waking the pool costs more,
         # and BLAS threads that still spin after a matmul would compete with it
         self.parallel_min_elements = int(os.environ.get("FASTAD_PARALLEL_MIN", "262144"))
+        # large float matrix products in this many row blocks on fastad's threads (numpy_refs.matmul)
+        self.matmul_row_blocks = _matmul_row_blocks(os.environ.get("FASTAD_MATMUL_BLOCKS", "auto"))
+
+
+def _matmul_row_blocks(value: str) -> int:
+    """"auto": 2 where the environment limits BLAS to one thread and there are several cores
+    (BLAS otherwise splits a product over its own threads), else 1; or a number."""
+    if value != "auto":
+        return max(1, int(value))
+    single = any(os.environ.get(v, "").strip() == "1"
+                 for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"))
+    return 2 if single and (os.cpu_count() or 1) > 1 else 1
 
 
 settings = _Settings()

@@ -11,7 +11,8 @@ import math
 
 import numpy as np
 
-__all__ = ["expm1", "tanh", "sigmoid", "erf", "floordiv", "embed", "scatter_add", "py_slices"]
+__all__ = ["expm1", "tanh", "sigmoid", "erf", "floordiv", "embed", "scatter_add", "py_slices", "matmul",
+           "matmul_row_blocks"]
 
 
 def expm1(x):
@@ -72,6 +73,49 @@ def scatter_add(g, idx, arg):
     import cupy, cupyx   # noqa: E401 - a CUDA buffer: CuPy's scatter-add
     out = cupy.zeros(shape, g.dtype)
     cupyx.scatter_add(out, (slice(None),) * axis + (idx,), g)
+    return out
+
+
+# Large matrix products run in row blocks, each its own BLAS call, on fastad's threads when BLAS
+# itself runs on one (`settings.matmul_row_blocks`). `run_blocks(f, n)` calls f(0) .. f(n-1):
+# the CPU backend installs its pool's (`runtime.cpu`); None calls them in turn.
+run_blocks = None
+MATMUL_SPLIT_FLOPS = 1 << 23     # m*k*n from which a product is split (a few ms of one core)
+MATMUL_MIN_ROWS = 64             # rows per block at least
+
+
+def matmul_row_blocks(a, b) -> int:
+    """How many row blocks `matmul` computes a @ b in: by the shapes, dtypes and setting only,
+    never the pool, so a product's bits are the same for any thread count."""
+    from .config import settings
+    parts = settings.matmul_row_blocks
+    if parts < 2 or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype or a.dtype.kind != "f":
+        return 1
+    m, k = a.shape
+    if m * k * b.shape[1] < MATMUL_SPLIT_FLOPS:
+        return 1
+    return max(1, min(parts, m // MATMUL_MIN_ROWS))
+
+
+def matmul(a, b):
+    """np.matmul; a large 2-D product (`matmul_row_blocks`) is computed as row blocks
+    a[lo:hi] @ b written into one result, the blocks on `run_blocks`' threads (numpy releases
+    the GIL inside BLAS)."""
+    parts = matmul_row_blocks(a, b)
+    if parts == 1:
+        return np.matmul(a, b)
+    m = a.shape[0]
+    out = np.empty((m, b.shape[1]), a.dtype)
+    bounds = [m * i // parts for i in range(parts + 1)]
+
+    def block(i):
+        np.matmul(a[bounds[i]:bounds[i + 1]], b, out=out[bounds[i]:bounds[i + 1]])
+
+    if run_blocks is None:
+        for i in range(parts):
+            block(i)
+    else:
+        run_blocks(block, parts)
     return out
 
 

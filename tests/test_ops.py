@@ -509,6 +509,65 @@ def test_matmul_integers_and_mixed():
     assert isinstance(r, fa.Tensor)
 
 
+@pytest.fixture
+def split_products(monkeypatch):
+    from fastad.config import settings as fastad_settings
+    monkeypatch.setattr(fastad_settings, "matmul_row_blocks", 2)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_large_product_runs_in_row_blocks_with_the_same_bits_on_any_thread_count(split_products, monkeypatch,
+                                                                                    transposed):
+    """`numpy_refs.matmul` splits a large float product into row blocks (on the CPU backend's
+    threads); the split depends on the shapes only, so the pool never changes a bit, and every
+    tier (numpy reference, compiled graph, fa.compile) uses the same reference."""
+    from fastad import numpy_refs
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((300, 256) if transposed else (256, 300)).astype(np.float32)
+    a = a.T if transposed else a
+    b = rng.standard_normal((300, 128)).astype(np.float32)
+    assert numpy_refs.matmul_row_blocks(a, b) == 2
+    blocks = np.concatenate([np.matmul(a[:128], b), np.matmul(a[128:], b)])
+    from fastad.device import CPU
+    from fastad.runtime import backend_for
+    backend = backend_for(CPU)   # the CPU backend exists: its pool (if it has one) runs the blocks
+    assert (numpy_refs.run_blocks is not None) == (backend._pool is not None)
+    on_pool = numpy_refs.matmul(a, b)
+    monkeypatch.setattr(numpy_refs, "run_blocks", None)
+    in_turn = numpy_refs.matmul(a, b)
+    np.testing.assert_array_equal(on_pool, blocks)
+    np.testing.assert_array_equal(in_turn, blocks)
+    np.testing.assert_allclose(on_pool, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal((fa.asarray(a) @ fa.asarray(b)).numpy(), blocks)
+
+
+def test_gradients_through_a_split_product(split_products):
+    rng = np.random.default_rng(4)
+    a = fa.asarray(rng.standard_normal((256, 300)), requires_grad=True)
+    b = fa.asarray(rng.standard_normal((300, 128)), requires_grad=True)
+    w = rng.standard_normal((256, 128))
+    fa.sum((a @ b) * fa.asarray(w)).backward()
+    np.testing.assert_allclose(a.grad.numpy(), w @ b.numpy().T, rtol=1e-12)
+    np.testing.assert_allclose(b.grad.numpy(), a.numpy().T @ w, rtol=1e-12)
+
+
+def test_which_products_split(split_products, monkeypatch):
+    from fastad import numpy_refs
+    from fastad.config import _matmul_row_blocks
+    big = np.ones((256, 300), np.float32), np.ones((300, 128), np.float32)
+    assert numpy_refs.matmul_row_blocks(*big) == 2
+    assert numpy_refs.matmul_row_blocks(np.ones((8, 8), np.float32), np.ones((8, 8), np.float32)) == 1
+    assert numpy_refs.matmul_row_blocks(big[0].astype(np.int64), big[1].astype(np.int64)) == 1   # not BLAS
+    assert numpy_refs.matmul_row_blocks(np.ones((100, 300, 300)), np.ones((300, 300))) == 1   # batched
+    assert numpy_refs.matmul_row_blocks(np.ones((100, 2000)), np.ones((2000, 100))) == 1   # too few rows
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    assert _matmul_row_blocks("auto") == 1          # BLAS splits products over its own threads
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert _matmul_row_blocks("auto") == (2 if (__import__("os").cpu_count() or 1) > 1 else 1)
+    assert _matmul_row_blocks("3") == 3
+
+
 # ---------------------------------------------------------------------------
 # Movement
 # ---------------------------------------------------------------------------

@@ -176,6 +176,9 @@ class CpuBackend:
         self._launchers_lock = threading.Lock()
         self._threads = _thread_count()
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="fastad") if self._threads > 1 else None
+        if self._pool is not None:   # large matrix products' row blocks run on the pool too
+            from .. import numpy_refs
+            numpy_refs.run_blocks = self._run_blocks
         self._compiler = None             # the background compile thread, started on first use
 
     # ---- buffers ----------------------------------------------------------

@@ -36,7 +36,7 @@ __all__ = ["bound_caller", "caller", "pack_scalar", "packed_launch", "usable", "
            "GIL_HELD_MAX_ELEMENTS"]
 
 DATA_OFFSET = object.__basicsize__   # the data pointer follows the object header in numpy's array struct
-GIL_HELD_MAX_ELEMENTS = 1 << 15      # kernels this small run in microseconds: worth keeping the GIL
+GIL_HELD_MAX_ELEMENTS = 1 << 16      # kernels this small run in tens of microseconds: worth keeping the GIL
 _METH_O = 0x0008
 _LOCK = threading.Lock()
 _log = logging.getLogger(__name__)
