@@ -84,23 +84,26 @@ MATMUL_SPLIT_FLOPS = 1 << 23     # m*k*n from which a product is split (a few ms
 MATMUL_MIN_ROWS = 64             # rows per block at least
 
 
+def _large(a, b) -> bool:
+    """A 2-D float product of at least MATMUL_SPLIT_FLOPS multiply-adds (one dtype: BLAS)."""
+    return (a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.dtype.kind == "f"
+            and a.shape[0] * a.shape[1] * b.shape[1] >= MATMUL_SPLIT_FLOPS)
+
+
 def matmul_row_blocks(a, b) -> int:
     """How many row blocks `matmul` computes a @ b in: by the shapes, dtypes and setting only,
     never the pool, so a product's bits are the same for any thread count."""
     from .config import settings
     parts = settings.matmul_row_blocks
-    if parts < 2 or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype or a.dtype.kind != "f":
+    if parts < 2 or not _large(a, b):
         return 1
-    m, k = a.shape
-    if m * k * b.shape[1] < MATMUL_SPLIT_FLOPS:
-        return 1
-    return max(1, min(parts, m // MATMUL_MIN_ROWS))
+    return max(1, min(parts, a.shape[0] // MATMUL_MIN_ROWS))
 
 
 def matmul(a, b):
-    """np.matmul; a large 2-D product (`matmul_row_blocks`) is computed as row blocks
-    a[lo:hi] @ b written into one result, the blocks on `run_blocks`' threads (numpy releases
-    the GIL inside BLAS)."""
+    """np.matmul; a large 2-D product is computed as row blocks a[lo:hi] @ b written into one
+    result (`matmul_row_blocks`), the blocks on `run_blocks`' threads (numpy releases the GIL
+    inside BLAS)."""
     parts = matmul_row_blocks(a, b)
     if parts == 1:
         return np.matmul(a, b)

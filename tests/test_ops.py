@@ -515,9 +515,9 @@ def split_products(monkeypatch):
     monkeypatch.setattr(fastad_settings, "matmul_row_blocks", 2)
 
 
-@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("transposed,columns", [(False, 128), (True, 128), (True, 512)])
 def test_a_large_product_runs_in_row_blocks_with_the_same_bits_on_any_thread_count(split_products, monkeypatch,
-                                                                                    transposed):
+                                                                                    transposed, columns):
     """`numpy_refs.matmul` splits a large float product into row blocks (on the CPU backend's
     threads); the split depends on the shapes only, so the pool never changes a bit, and every
     tier (numpy reference, compiled graph, fa.compile) uses the same reference."""
@@ -525,7 +525,7 @@ def test_a_large_product_runs_in_row_blocks_with_the_same_bits_on_any_thread_cou
     rng = np.random.default_rng(3)
     a = rng.standard_normal((300, 256) if transposed else (256, 300)).astype(np.float32)
     a = a.T if transposed else a
-    b = rng.standard_normal((300, 128)).astype(np.float32)
+    b = rng.standard_normal((300, columns)).astype(np.float32)
     assert numpy_refs.matmul_row_blocks(a, b) == 2
     blocks = np.concatenate([np.matmul(a[:128], b), np.matmul(a[128:], b)])
     from fastad.device import CPU
