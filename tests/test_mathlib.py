@@ -271,6 +271,18 @@ def test_f32_never_promotes_to_double(run, name):
     assert re.search(r"<(4|8|16|32) x float>", ir), "loop was not vectorized"
 
 
+@pytest.mark.parametrize("name", ["exp", "sin", "tanh", "log"])
+def test_f32_polynomials_use_fused_multiply_add_where_the_cpu_has_it(run, name):
+    """Horner steps are `_fma`: llvm.fma on a CPU with FMA (one rounding, one instruction),
+    a multiply and an add elsewhere, and never a libm call inside the vector loop."""
+    from fastad.codegen.mathlib import _core
+    x = np.linspace(0.5, 2, 64, dtype=np.float32)
+    run(name, np.float32, x)
+    ir = run.llvm_ir(name, np.float32)
+    assert bool(re.search(r"llvm\.fma\.v\d+f32", ir)) == _core._FUSED
+    assert "fmaf" not in ir
+
+
 @pytest.mark.parametrize("name,dt", [("sin", np.float32), ("tanh", np.float32), ("pow", np.float64)])
 def test_caller_fastmath_does_not_change_results(run, name, dt):
     """The bodies are compiled without fastmath even inside a fastmath kernel

@@ -39,6 +39,8 @@ Rules for editing these files (the tests check the first two):
   * Operation order matters (Cody-Waite reduction, two-sum, Veltkamp split);
     it holds because the bodies are compiled without fastmath even when the
     caller uses fastmath (see ``_core._export``).
+  * Fused multiply-add only where it is written: ``_core._fma`` for Horner
+    steps, never inside an error-free transform.
 """
 import hashlib
 from pathlib import Path

@@ -80,6 +80,34 @@ def _copysign(typingctx, mag, sgn):
     return mag(mag, sgn), codegen
 
 
+def _host_has_fma() -> bool:
+    from numba.core.codegen import get_host_cpu_features
+    return "+fma" in get_host_cpu_features().split(",")
+
+
+_FUSED = _host_has_fma()
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a*b + c rounded once (llvm.fma) where the CPU has fused multiply-add, else a*b rounded
+    then + c: a polynomial's Horner step in one instruction. Only for steps whose error
+    analysis holds either way (Horner steps, exact Cody-Waite products): never inside a
+    two-sum or a split, which rely on each product being rounded on its own."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, sig, args):
+        if not _FUSED:
+            return builder.fadd(builder.fmul(args[0], args[1]), args[2])
+        ty = args[0].type
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ty, [ty, ty, ty]),
+            "llvm.fma." + ("f32" if ty == ir.FloatType() else "f64"))
+        return builder.call(fn, args)
+    return a(a, a, a), codegen
+
+
 def _fmt(ty):
     """(int type, mantissa bits, exponent bias, bit pattern of sqrt(0.5))."""
     if ty == ir.FloatType():

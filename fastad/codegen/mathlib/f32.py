@@ -1,13 +1,14 @@
 """mathlib.f32: the float32 functions (Cephes polynomials).  They never touch float64.
 
 Start at `_exp_f32`: the template every function follows (clamp, reduce, polynomial, patch
-special cases with selects).  The public names at the end are exported through
+special cases with selects).  Horner steps are `_fma` (one rounding, one instruction); the
+error-free transforms stay plain operations.  The public names at the end are exported through
 `_core._export`; methods and accuracy: docs/MATHLIB.md.
 """
 import numpy as np
 from numba import njit
 
-from ._core import (_HELPER, _clamp, _copysign, _div, _export, _f, _f32t, _fabs, _fast_two_sum, _floor,
+from ._core import (_HELPER, _clamp, _copysign, _div, _export, _f, _f32t, _fabs, _fast_two_sum, _floor, _fma,
                     _frexp_sqrt2, _h, _pow2, _rint, _select, _two_sum)
 
 Z32, ONE32, TWO32, HALF32, QUARTER32, FOUR32 = _f(0), _f(1), _f(2), _f(0.5), _f(0.25), _f(4)
@@ -77,8 +78,8 @@ def _scale_f32(p, n):
 
 @njit(**_HELPER)
 def _expm1_poly_f32(r):
-    p = ((((EP0 * r + EP1) * r + EP2) * r + EP3) * r + EP4) * r + EP5
-    return r + (r * r) * p
+    p = _fma(_fma(_fma(_fma(_fma(EP0, r, EP1), r, EP2), r, EP3), r, EP4), r, EP5)
+    return _fma(r * r, p, r)
 
 
 @njit(**_HELPER)
@@ -88,7 +89,7 @@ def _expm1_core_f32(x):
     t = _clamp(x, _f(-30.0), _f(90.0))
     n = _rint(t * LOG2E32)
     r, rr = _two_sum(t - n * LN2A32, -(n * LN2B32))   # reduced arg as a pair
-    tail = rr + (r * r) * (((((EP0 * r + EP1) * r + EP2) * r + EP3) * r + EP4) * r + EP5)
+    tail = _fma(r * r, _fma(_fma(_fma(_fma(_fma(EP0, r, EP1), r, EP2), r, EP3), r, EP4), r, EP5), rr)
     # 2^n (1 + r + tail) - 1 = ((2^n - 1) + 2^n r) + 2^n tail.  Keeping r and
     # the first sum's rounding error separate avoids doubling p's error when
     # n = +-1 cancels.  n >= 100 would overflow 2^n alone.
@@ -130,8 +131,8 @@ def _expm1_f32(x):
 def _log_kernel_f32(f, k, c):
     """k*ln2 + log(1+f) + c for f in [sqrt(.5)-1, sqrt(2)-1], c a tiny correction."""
     z = f * f
-    p = ((((((((LP0 * f + LP1) * f + LP2) * f + LP3) * f + LP4) * f + LP5) * f + LP6) * f
-          + LP7) * f + LP8)
+    p = _fma(_fma(_fma(_fma(_fma(_fma(_fma(_fma(LP0, f, LP1), f, LP2), f, LP3), f, LP4), f, LP5), f, LP6),
+                  f, LP7), f, LP8)
     y = f * z * p + k * LN2B32 + c - HALF32 * z
     return (f + y) + k * LN2A32
 
@@ -198,10 +199,10 @@ def _sincos_poly_f32(r, rl):
     """(sin, cos) of r + rl, |r| <= pi/4, rl a tail below ulp(r)."""
     z = r * r
     hz = HALF32 * z
-    s = r + ((r * z) * ((SS3 * z + SS2) * z + SS1) + rl * (ONE32 - hz))
+    s = r + _fma(r * z, _fma(_fma(SS3, z, SS2), z, SS1), rl * (ONE32 - hz))
     w = ONE32 - hz
     # w + (((1 - w) - hz) ...) recovers the rounding error of 1 - z/2.
-    c = w + (((ONE32 - w) - hz) + ((z * z) * ((SC3 * z + SC2) * z + SC1) - r * rl))
+    c = w + (((ONE32 - w) - hz) + _fma(z * z, _fma(_fma(SC3, z, SC2), z, SC1), -(r * rl)))
     return s, c
 
 
@@ -279,7 +280,7 @@ def _tanh_f32(x):
     # Max 1 ulp, checked over every float32 in [2**-13, 9.6].
     ax = _fabs(x)
     z = x * x
-    p = x + (x * z) * ((((TH0 * z + TH1) * z + TH2) * z + TH3) * z + TH4)
+    p = _fma(x * z, _fma(_fma(_fma(_fma(TH0, z, TH1), z, TH2), z, TH3), z, TH4), x)
     t = TWO32 * _select(ax < _f(9.5), ax, _f(9.5))
     n = _rint(t * LOG2E32)
     e = (ONE32 + _expm1_poly_f32((t - n * LN2A32) - n * LN2B32)) * _pow2(n)
@@ -325,7 +326,7 @@ def _log_dd_f32(ax):
     p, e = _two_prod_f32(sh, dh)
     sl = _div(((f - p) - e) - sh * dl, dh)
     z = sh * sh
-    q = ((((QF32 * z + QE32) * z + QD32) * z + QC32) * z + QB32) * z + QA32
+    q = _fma(_fma(_fma(_fma(_fma(QF32, z, QE32), z, QD32), z, QC32), z, QB32), z, QA32)
     h, l = _two_sum(k * LN2H32, TWO32 * sh)   # both terms exact
     # s^3 Q(s^2) with s = sh + sl ~ sh^3 Q + 2 sh^2 sl
     l = l + ((TWO32 * sl + z * (sh * q + TWO32 * sl)) + k * LN2L32)
