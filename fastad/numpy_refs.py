@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from .config import settings
+
 __all__ = ["expm1", "tanh", "sigmoid", "erf", "floordiv", "embed", "scatter_add", "py_slices", "matmul",
            "matmul_row_blocks"]
 
@@ -85,15 +87,15 @@ MATMUL_MIN_ROWS = 64             # rows per block at least
 
 
 def _large(a, b) -> bool:
-    """A 2-D float product of at least MATMUL_SPLIT_FLOPS multiply-adds (one dtype: BLAS)."""
-    return (a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.dtype.kind == "f"
+    """A 2-D float product of host arrays of at least MATMUL_SPLIT_FLOPS multiply-adds (one dtype: BLAS)."""
+    return (type(a) is np.ndarray and type(b) is np.ndarray and a.ndim == 2 and b.ndim == 2
+            and a.dtype == b.dtype and a.dtype.kind == "f"
             and a.shape[0] * a.shape[1] * b.shape[1] >= MATMUL_SPLIT_FLOPS)
 
 
 def matmul_row_blocks(a, b) -> int:
     """How many row blocks `matmul` computes a @ b in: by the shapes, dtypes and setting only,
     never the pool, so a product's bits are the same for any thread count."""
-    from .config import settings
     parts = settings.matmul_row_blocks
     if parts < 2 or not _large(a, b):
         return 1
