@@ -80,12 +80,19 @@ def _copysign(typingctx, mag, sgn):
     return mag(mag, sgn), codegen
 
 
-def _host_has_fma() -> bool:
+def _target_has_fma() -> bool:
+    """Whether the CPU numba compiles for has FMA: the host, or NUMBA_CPU_NAME/NUMBA_CPU_FEATURES
+    where set (a portable build for "generic" has none, and llvm.fma would become a libm call)."""
+    from numba.core import config
     from numba.core.codegen import get_host_cpu_features
-    return "+fma" in get_host_cpu_features().split(",")
+    if config.CPU_NAME and config.CPU_NAME != "host":
+        features = config.CPU_FEATURES or ""
+    else:
+        features = config.CPU_FEATURES or get_host_cpu_features()
+    return "+fma" in features.split(",")
 
 
-_FUSED = _host_has_fma()
+_FUSED = _target_has_fma()
 
 
 @intrinsic
