@@ -309,7 +309,8 @@ class CpuBackend:
             return trampoline.packed_launch(
                 call, address, packed, in_at, [(out_at[k], oshape, dt, pool, count, k in unread)
                                                for k, (oshape, dt, pool, count) in enumerate(outs)],
-                list(zip(part_at, acc, full)), rerun, (name, CPU, elements), buffer_pool.empty)
+                list(zip(part_at, acc, full)), rerun, (name, CPU, elements), buffer_pool.empty,
+                check_layout=elements > 1)
 
         def launch(buffers):
             a = list(args)

@@ -153,7 +153,8 @@ def pack_scalar(value, kind: str) -> int:
     return int(np.array(value).astype(np.uint8 if kind == "bool" else kind).astype(np.int64))
 
 
-def packed_launch(call, address: int, packed, in_at, outs, parts, rerun, launch_record, pooled):
+def packed_launch(call, address: int, packed, in_at, outs, parts, rerun, launch_record, pooled,
+                  check_layout: bool = True):
     """A kernel launch through `call`, generated as straight-line Python for one layout:
     `launch(buffers)` -> the outputs, or None if a buffer is not C-contiguous. `call` is
     `caller`'s ctypes function for the kernel at `address`, or (`address` None) a
@@ -168,11 +169,13 @@ def packed_launch(call, address: int, packed, in_at, outs, parts, rerun, launch_
     memory for as long as the launch lives);
     `parts`: (slot, accumulator dtype, output index) per full reduction, whose one element is
     copied into its output; `rerun(buffers)`: the outputs when the kernel raised;
-    `launch_record`: (name, device, elements) for `fastad.profile`."""
+    `launch_record`: (name, device, elements) for `fastad.profile`; `check_layout` False: the
+    kernel reads one element of each input, so any buffer's layout will do (no contiguity test)."""
     from .. import profiling
     ins = [f"b{i}" for i in range(len(in_at))]
     lines = ["def launch(buffers):", f"    {', '.join(ins)}, = buffers" if ins else "    pass"]
-    lines += [f"    if not {b}.flags.c_contiguous: return None" for b in ins]   # e.g. a broadcast constant
+    if check_layout:   # e.g. a broadcast constant read from state
+        lines += [f"    if not {b}.flags.c_contiguous: return None" for b in ins]
     lines.append("    a = spare.pop() if spare else packed.copy()")
     lines += [f"    a[{i}] = id({b})" for i, b in zip(in_at, ins)]
     names = {"spare": [], "packed": packed, "empty": np.empty, "pooled": pooled, "call": call,
