@@ -26,7 +26,7 @@ __all__ = ["Node", "toposort", "explain_lines", "freeze"]
 def freeze(buffer):
     """`buffer` made read-only when it is a host (numpy) array; device arrays have no such flag."""
     if type(buffer) is _ndarray:
-        buffer.setflags(write=False)   # cheaper than reading .flags (a new object per access)
+        buffer.setflags(False)   # write=False, positional: a keyword costs twice as much, and .flags a new object
     return buffer
 
 
@@ -42,7 +42,9 @@ class Node:
         self.dtype = dtype      # fastad.dtypes.DType
         self.device = device    # fastad.device.Device
         self.arg = arg          # hashable static attribute (axes, shape, value of a const, ...)
-        self.buffer = buffer if buffer is None else freeze(buffer)  # the value, once known
+        if type(buffer) is _ndarray:   # `freeze`, inlined: nodes are built on every op
+            buffer.setflags(False)
+        self.buffer = buffer    # the value, once known
 
     @property
     def ndim(self) -> int:
