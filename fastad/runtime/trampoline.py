@@ -138,9 +138,15 @@ def bound_caller(kinds: tuple, address: int):
     if method is None:
         return None
     self = np.array([address], np.int64)   # read by the entry point; owned by the function object
+    return _new_function()(ctypes.addressof(method), self, None)
+
+
+@functools.lru_cache(maxsize=None)
+def _new_function():
+    """CPython's PyCFunction_NewEx, typed once (ctypes' pythonapi functions are shared)."""
     new = ctypes.pythonapi.PyCFunction_NewEx
     new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.py_object, ctypes.c_void_p]
-    return new(ctypes.addressof(method), self, None)
+    return new
 
 
 def pack_scalar(value, kind: str) -> int:
@@ -205,6 +211,7 @@ def packed_launch(call, address: int, packed, in_at, outs, parts, rerun, launch_
               "    if status != 0 and status != -2: return rerun(buffers)"]
     lines += [f"    r{k}[()] = p{j}[0]" for j, (_, _, k) in enumerate(parts) if k not in unread_at]  # 1 element
     lines.append(f"    return [{', '.join(f'r{k}' for k in range(len(outs)))}]")
-    exec(compile("\n".join(lines) + "\n", "<fastad launch>", "exec"), names)
-    names["launch"].source = "\n".join(lines)
+    source = "\n".join(lines) + "\n"
+    exec(compile(source, "<fastad launch>", "exec"), names)
+    names["launch"].source = source
     return names["launch"]
