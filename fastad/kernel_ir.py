@@ -24,7 +24,10 @@ statements before it.
   `cast` converts to the statement's dtype.
 
 Each `Output` names a statement. A `store` output (reduce=None) is written to
-a fresh C-contiguous buffer of the full iteration shape. A reduced output
+a fresh C-contiguous buffer of the full iteration shape, or, with `into=j`,
+over input j (buffer donation, `fastad.schedule`: a 1-D map whose input j is
+read at the same unit-stride index as the output is written, so each element
+is read before it is overwritten and by nothing else). A reduced output
 (reduce = "sum" | "prod" | "max" | "min") is combined over the trailing
 `reduce_ndim` dims into a C-contiguous buffer of shape `shape[:ndim-reduce_ndim]`.
 
@@ -73,6 +76,7 @@ class Output:
     value: int              # the statement stored
     dtype: DType
     reduce: str | None = None  # None (store), "sum", "prod", "max" or "min"
+    into: int | None = None    # a store written over this input's buffer (donated), not a fresh one
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,8 @@ class Kernel:
             lines.append(f"  v{i} = {st}  : {st.dtype.name}" + (f" arg={st.arg!r}" if st.op not in (
                 "load", "scalar") and st.arg is not None else ""))
         for k, o in enumerate(self.outputs):
-            lines.append(f"  out{k} = {o.reduce + ' ' if o.reduce else ''}v{o.value} : {o.dtype.name}")
+            lines.append(f"  out{k} = {o.reduce + ' ' if o.reduce else ''}v{o.value} : {o.dtype.name}"
+                         + (f" into in{o.into}" if o.into is not None else ""))
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -30,8 +30,13 @@ def mark_dirty(tensor) -> None:
         _dirty[id(tensor)] = tensor
 
 
-def realize(nodes: list[Node]) -> None:
-    """Compute every node in `nodes` that has no value yet, and store the values on the nodes."""
+def realize(nodes: list[Node], donate: dict | None = None) -> None:
+    """Compute every node in `nodes` that has no value yet, and store the values on the nodes.
+
+    `donate` maps a node of `nodes` to a computed node whose buffer its value may be written
+    over, in place, where the kernel allows it (`fastad.schedule`). The caller vouches that
+    nothing can observe that buffer any more (`fastad.runtime.buffers.unobserved`): the donor
+    node and its buffer are dropped once this returns."""
     pending = [n for n in nodes if n.buffer is None and n.op != "const"]
     if _dirty:
         pending += [t._node for t in list(_dirty.values()) if t._node.buffer is None and t._node.op != "const"]
@@ -44,7 +49,7 @@ def realize(nodes: list[Node]) -> None:
             _realize_transfers(order)
             order = toposort(pending)
             break
-    run(pending, order)
+    run(pending, order, donate)
 
 
 def _realize_transfers(order: list[Node]) -> None:

@@ -22,6 +22,7 @@ runs them (`fastad.runtime`).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -401,12 +402,15 @@ def _operand(node: Node, xp):
     return OPS[node.op].ref(_operand(node.srcs[0], xp), node.arg)
 
 
-def run(outputs: list[Node], order: list[Node] | None = None) -> None:
+def run(outputs: list[Node], order: list[Node] | None = None, donate: dict | None = None) -> None:
     """Compute `outputs` (all on one device) and store every materialized value on its node.
-    `order` is their graph in topological order, when the caller has it."""
+    `order` is their graph in topological order, when the caller has it. `donate` maps an output
+    to a computed node whose buffer it may be written over (`fastad.realize.realize`)."""
     if not outputs:
         return
     rec = capture.recorder()
+    if rec is not None:
+        donate = None   # a recorded step replays over other buffers, whose owners nobody checked
     if rec is None and _small_graph(outputs, order):   # (a step being captured must be replayable)
         # tiny tensors: numpy op by op beats planning and launching a kernel
         evaluate_in_place(order if order is not None else toposort(outputs))
@@ -414,12 +418,13 @@ def run(outputs: list[Node], order: list[Node] | None = None) -> None:
     backend = backend_for(outputs[0].device)
     xp = backend.xp
     with device_scope(outputs[0].device):   # CuPy allocates views and constants on its current device
-        _run_steps(backend, xp, outputs, order, rec)
+        _run_steps(backend, xp, outputs, order, rec, donate if getattr(backend, "donates", False) else None)
 
 
-def _run_steps(backend, xp, outputs: list[Node], order, rec=None) -> None:
+def _run_steps(backend, xp, outputs: list[Node], order, rec=None, donate=None) -> None:
     """Run the plan's steps; `rec`: a `fastad.capture` recorder told about each one."""
-    for step in _cached_plan(outputs, order):
+    steps = _cached_plan(outputs, order)
+    for at, step in enumerate(steps):
         if isinstance(step, LibraryStep):
             n = step.node
             if OPS[n.op].kind == MOVEMENT:  # a view of a computed buffer: no kernel
@@ -437,11 +442,59 @@ def _run_steps(backend, xp, outputs: list[Node], order, rec=None) -> None:
         # kernel inputs are computed nodes (constants are scalar arguments)
         inputs = [(node.buffer.reshape(-1), view.offset, view.strides) for node, view in step.inputs]
         scalars = [c.arg for c in step.scalars]
-        results = backend.run_kernel(step.kernel, step.shape, inputs, scalars, device=outputs[0].device)
+        kernel = _with_donations(step, donate, steps[:at] + steps[at + 1:]) if donate else step.kernel
+        results = backend.run_kernel(kernel, step.shape, inputs, scalars, device=outputs[0].device)
         for node, buf in zip(step.outputs, results):
             node.settle(buf.reshape(node.shape))
         if rec is not None:
             rec.kernel(step, outputs[0].device)
+
+
+def _with_donations(step: KernelStep, donate: dict, others: list):
+    """`step.kernel`, with each output that may take over its donor's buffer marked `into` it.
+
+    An output takes over when the step is a 1-D map of real floats and bools (no reduction;
+    such a kernel never raises halfway, which would leave the donor half overwritten) that
+    reads the donor once, at the index it writes (unit stride, offset 0, the output's size and
+    dtype), and no other step of the plan reads the donor (a view step would alias it). The
+    caller vouches that nothing else can observe the donor's buffer."""
+    kernel = step.kernel
+    if kernel.ndim != 1 or kernel.reduce_ndim or not all(st.dtype.kind in "fb" for st in kernel.body):
+        return kernel
+    into = {}
+    for k, node in enumerate(step.outputs):
+        donor = donate.get(node)
+        if donor is None or donor.dtype is not node.dtype or donor.buffer is None:
+            continue
+        slots = [j for j, (n, _) in enumerate(step.inputs) if n is donor]
+        if len(slots) != 1 or slots[0] in into.values():
+            continue
+        j = slots[0]
+        view, buf = step.inputs[j][1], donor.buffer
+        if (kernel.inputs[j].pattern != "1" or view.offset != 0 or buf.size != step.shape[0]
+                or not buf.flags.c_contiguous or _read_by(donor, others)):
+            continue
+        into[k] = j
+    if not into:
+        return kernel
+    key = (kernel.key, tuple(sorted(into.items())))
+    donating = _DONATING.get(key)
+    if donating is None:
+        outs = tuple(dataclasses.replace(o, into=into.get(k)) for k, o in enumerate(kernel.outputs))
+        donating = _DONATING[key] = dataclasses.replace(kernel, outputs=outs)
+    return donating
+
+
+def _read_by(node: Node, steps: list) -> bool:
+    """Whether a step of `steps` reads `node` (directly: views are steps of their own)."""
+    for step in steps:
+        srcs = step.node.srcs if isinstance(step, LibraryStep) else [n for n, _ in step.inputs]
+        if any(s is node for s in srcs):
+            return True
+    return False
+
+
+_DONATING: dict = {}   # (kernel key, donations) -> the donating kernel
 
 
 # Plans are cached by graph structure: a training loop rebuilds the same graph every step,

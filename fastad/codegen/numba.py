@@ -349,7 +349,11 @@ def _body(kernel: Kernel) -> str:
                 out.append(f"{', '.join(f'v{j}' for j in group)} = {call}(v{src})")
             else:
                 out.append(f"v{i} = {_stmt_source(kernel, i, index_of)}")
-        out += [f"out{k}[{flat_index(list(range(nd)))}] = {_stored(f'v{o.value}', o.dtype)}"
+        # a donated output is stored through its input's pointer at the index it was read from:
+        # one base address, so LLVM vectorizes without an overlap test (which would fail, and fall
+        # back to scalar code, had the same buffer come in as a separate output pointer)
+        out += [(f"in{o.into}[{index_of(o.into)}]" if o.into is not None else
+                 f"out{k}[{flat_index(list(range(nd)))}]") + f" = {_stored(f'v{o.value}', o.dtype)}"
                 for k, o in enumerate(kernel.outputs) if not o.reduce]
         if not updates:
             return out

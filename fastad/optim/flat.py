@@ -8,14 +8,19 @@ gathered into one flat tensor (`gather_grads`) with a single concat. The
 update is then one elementwise graph over the flat length, which the
 scheduler turns into one fused multi-output kernel per bucket.
 
-Buffers are never written in place: each step computes new flat buffers and
-rebinds the parameters to views of the new one, so a state dict taken earlier
-keeps its values. A parameter rebound by someone else (`p.copy_(x)`,
-`Module.load_state_dict`) is noticed by identity and gathered again.
+Each step computes new flat values and rebinds the parameters to views of the
+new flat buffer, so a state dict, a `numpy()` result or a detached parameter
+taken earlier keeps its values. Where nothing outside the bucket can see an old
+buffer (`donors`: no such reference exists), the update is written over it in
+place instead of into fresh memory: a large update then reads and writes each
+buffer once, the bandwidth floor, with no new memory. A parameter rebound by
+someone else (`p.copy_(x)`, `Module.load_state_dict`) is noticed by identity
+and gathered again.
 """
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
@@ -63,6 +68,10 @@ class FlatBucket:
         realize([flat])
         if flat.buffer is None:  # the parameters were constants (fastad.zeros(..., requires_grad=True))
             flat = buffer_node(np.full(flat.shape, flat.arg, self.dtype.np), self.device)
+        elif len(params) == 1 and type(flat.buffer) is np.ndarray:
+            # one parameter's flat node shares its buffer, which others (the array it was made from)
+            # may hold; a copy of its own lets the first step update in place as the later ones do
+            flat = buffer_node(flat.buffer.copy(), self.device)
         self.bind(flat)
 
     # ---- parameters ---------------------------------------------------------
@@ -86,6 +95,23 @@ class FlatBucket:
                                    f"(now {p.dtype.name}{list(p.shape)} on {p.device}, was "
                                    f"{self.dtype.name}{list(shape)} on {self.device})")
         return _gather([p._node for p in self.params])
+
+    def donors(self, new_flat: Node, new_state: dict) -> dict:
+        """{new node: old node} for the old flat buffers that the update may write over in place
+        (`fastad.realize.realize`): the parameters' buffer where no tensor but its parameter
+        holds a parameter's node, and each state buffer; in both cases where nothing outside
+        this bucket references the memory (`fastad.runtime.buffers.unobserved`)."""
+        from ..runtime.buffers import unobserved
+        out = {new: self.state[name] for name, new in new_state.items() if unobserved([self.state[name]])}
+        bound = self._bound
+        for i, p in enumerate(self.params):
+            # a parameter's node is held by the tensor, `_bound`, and getrefcount's argument;
+            # another holder (a detached tensor, a pending graph) still needs the old values
+            if p._node is not bound[i] or sys.getrefcount(bound[i]) != 3:
+                return out
+        if unobserved([self.flat, *bound]):
+            out[new_flat] = self.flat
+        return out
 
     # ---- gradients ------------------------------------------------------------
     def active(self) -> list:

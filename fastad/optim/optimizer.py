@@ -185,7 +185,11 @@ class Optimizer:
                     if plan is not None:
                         outputs += plan[1]
                         commits.append(plan)
-            realize(outputs)
+            donate = {}
+            for bucket, outs, names, _ in commits:
+                donate.update(bucket.donors(outs[0], dict(zip(names, outs[1:]))))
+            realize(outputs, donate)
+            del donate   # the old buffers now hold the new values: nothing may read them as old
             for bucket, outs, names, active in commits:
                 bucket.bind(outs[0])
                 for name, node in zip(names, outs[1:]):

@@ -26,7 +26,7 @@ import weakref
 
 import numpy as np
 
-__all__ = ["BufferPool", "pool"]
+__all__ = ["BufferPool", "pool", "unobserved"]
 
 MIN_BYTES = 1 << 20       # smaller arrays come from malloc's heap, where reuse is already cheap
 MAX_PER_SIZE = 16         # arrays tracked per byte size (in use or free)
@@ -67,10 +67,52 @@ class BufferPool:
                 raws.append(raw)
             return raw.view(dtype)
 
+    def tracks(self, raw) -> bool:
+        """Whether `raw` is one of the pool's arrays (which the pool's list holds a reference to)."""
+        with self._lock:
+            return any(r is raw for r in self._raw.get(raw.nbytes, ()))
+
     def clear(self) -> None:
         """Forget every pooled array (those in use stay alive through their holders)."""
         with self._lock:
             self._raw.clear()
+
+
+def unobserved(nodes) -> bool:
+    """Whether nothing but `nodes` can read the memory behind their host buffers, so that a
+    kernel may overwrite it (buffer donation, `fastad.realize.realize`).
+
+    The buffers must all view one block of memory. Each buffer that is a view must be held by
+    its node alone; the block's owner (the array that owns the memory, or a pooled array) may be
+    held only by those views (their `.base`), by a node of `nodes` directly, and by the pool.
+    Whatever else could read the memory (another node, a tensor's `numpy()` result, a numpy
+    view, a DLPack export, a memoryview) holds a reference to one of those arrays, so in CPython
+    the reference counts below are exact. The caller checks that nothing else holds the nodes."""
+    owner, expected = None, 2   # `owner` and getrefcount's argument
+    for node in nodes:
+        buf = node.buffer
+        if type(buf) is not np.ndarray:
+            return False
+        base = buf.base
+        if type(base) is np.ndarray:   # a view (numpy collapses chains of views to the owner)
+            if sys.getrefcount(buf) != 3:   # the node's slot, `buf` and the argument
+                return False
+            found = base
+        else:
+            found = buf
+        expected += 1   # a view's base reference, or the node's slot
+        if owner is None:
+            owner = found
+        elif found is not owner:
+            return False
+    if owner is None:
+        return False
+    del buf, base, found
+    if pool.tracks(owner):
+        expected += 1
+    elif not owner.flags.owndata:   # a wrapper of foreign memory, which others may wrap too
+        return False
+    return sys.getrefcount(owner) == expected
 
 
 def fresh_bytes(nbytes: int) -> np.ndarray:

@@ -166,6 +166,7 @@ def reduced_split(kernel, shape: tuple, elements: int) -> int:
 
 class CpuBackend:
     xp = np
+    donates = True   # compiled kernels may write an output over a donated input (`Output.into`)
 
     def __init__(self):
         self._compiled: dict[str, Native] = {}
@@ -256,6 +257,9 @@ class CpuBackend:
             if math.prod(oshape) != count:
                 return None
             outs.append((tuple(oshape), o.dtype.np, count * o.dtype.np.itemsize >= POOL_MIN_BYTES, count))
+        # donated outputs (`Output.into`): the kernel writes them over an input, which is the result
+        donated = [(k, o.into, tuple(oshape)) for k, (o, oshape) in enumerate(zip(kernel.outputs, out_shapes))
+                   if o.into is not None]
         args = [int(s) for s in shape]
         in_at = []
         for (offset, strides), inp in zip(inputs, kernel.inputs):
@@ -276,11 +280,22 @@ class CpuBackend:
         slices = slice_count(kernel, rows, elements)
         split = reduced_split(kernel, shape, elements) if slices == 1 else 1
         single = slices == 1 and split == 1
-        call = trampoline.caller(tuple(kinds)) if trampolines and single else None
+        call = trampoline.caller(tuple(kinds)) if trampolines and single and not donated else None
         fn, slots = entry.fn, entry.slots
         full, acc, name, address, pooled = entry.full, entry.acc, kernel.name, entry.address, buffer_pool.empty
 
-        if any(pool for _, _, pool, _ in outs):
+        if donated:
+            fresh = [k for k in range(len(outs)) if k not in {d[0] for d in donated}]
+
+            def outputs_over(buffers):
+                results = [None] * len(outs)
+                for k in fresh:
+                    oshape, dt, pool, count = outs[k]
+                    results[k] = pooled(count, dt).reshape(oshape) if pool else np.empty(oshape, dt)
+                for k, j, oshape in donated:
+                    results[k] = buffers[j].reshape(oshape)
+                return results
+        elif any(pool for _, _, pool, _ in outs):
             def outputs():
                 return [pooled(count, dt).reshape(oshape) if pool else np.empty(oshape, dt)
                         for oshape, dt, pool, count in outs]
@@ -318,7 +333,7 @@ class CpuBackend:
                 if not b.flags.c_contiguous:
                     return None
                 a[i] = data_address(b)
-            results = outputs()
+            results = outputs_over(buffers) if donated else outputs()
             for i, r in zip(out_at, results):
                 a[i] = data_address(r)
             if profile._active:
