@@ -215,6 +215,10 @@ def run_group(cases: list, budget: Budget, progress=None, done: int = 0) -> list
     call per implementation per round, until each has its repeats and budget.
     A burst of load from another process then hits every implementation alike
     instead of one row, which keeps the ratios honest on a shared machine.
+    Each round starts one implementation further on, so every implementation
+    follows every other equally often: threads that one library leaves spinning
+    after its call (OpenMP's wait policy) slow whichever call comes next, and a
+    fixed order would charge that to the same row every round.
     """
     states = []
     for i, case in enumerate(cases):
@@ -228,9 +232,12 @@ def run_group(cases: list, budget: Budget, progress=None, done: int = 0) -> list
                                              " timing")
     gc.collect()
     active = [st for st in states if st.active]
+    start = 0
     while active:
-        for st in active:
+        start %= len(active)
+        for st in active[start:] + active[:start]:
             st.time_once()
+        start += 1
         active = [st for st in active if st.active]
     return [st.finish() for st in states]
 
