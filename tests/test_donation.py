@@ -18,7 +18,7 @@ from fastad import dtypes as dt
 from fastad.runtime.buffers import pool, unobserved
 from fastad.schedule import KernelStep, LibraryStep, View, _with_donations
 
-N = 5000   # above the small-graph limit: the update runs as a compiled kernel
+N = 1 << 18   # 1 MiB of float32: buckets from this size on donate (smaller ones stay in cache anyway)
 
 
 @pytest.fixture
@@ -47,18 +47,20 @@ def _state_addresses(opt):
 def test_an_unobserved_update_is_written_in_place_with_the_same_bits(jit, amsgrad):
     p, opt, grads = _adam(amsgrad=amsgrad)
     q, ref, _ = _adam(amsgrad=amsgrad)
+    gs = [fa.asarray(g) for g in grads]
     addresses, allocated = set(), pool.allocated
-    for g in grads:
-        p.grad = fa.asarray(g)
+    for g in gs:
+        p.grad = g
         opt.step()
         addresses.add((_address(p), tuple(_state_addresses(opt).items())))
-        q.grad = fa.asarray(g)
+    assert len(addresses) == 1   # every step overwrote the same buffers
+    assert pool.allocated == allocated   # and took no new memory
+    for g in gs:
+        q.grad = g
         held = q.numpy()   # an observer of q's buffer: its update goes to fresh memory
         ref.step()
         assert _address(q) != held.__array_interface__["data"][0]
         del held
-    assert len(addresses) == 1   # every step overwrote the same buffers
-    assert pool.allocated == allocated
     np.testing.assert_array_equal(p.numpy(), q.numpy())
     for name in _state_addresses(opt):
         np.testing.assert_array_equal(opt.buckets(0)[0].state[name].buffer, ref.buckets(0)[0].state[name].buffer)
@@ -198,3 +200,15 @@ def test_a_compiled_step_with_an_optimizer_matches_the_eager_one(jit):
             run(x)
         results.append(np.array(w.numpy()))
     np.testing.assert_array_equal(*results)
+
+
+def test_buckets_below_a_mebibyte_are_not_donated(jit):
+    small = fa.asarray(np.ones(1000, np.float32), requires_grad=True)
+    opt = optim.Adam([small], lr=1e-2)
+    small.grad = fa.ones(1000)
+    opt.step()
+    assert opt.buckets(0)[0].donors(None, {}) == {}   # malloc's heap reuses such buffers, still in cache
+    p, big, _ = _adam()
+    p.grad = fa.ones(N)
+    big.step()
+    assert len(big.buckets(0)[0].donors(None, {})) == 1   # the parameters' buffer (no state asked for)
