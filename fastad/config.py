@@ -24,9 +24,11 @@ class _Settings:
         self.background_compile = os.environ.get("FASTAD_BACKGROUND_COMPILE", "1") != "0"
         # graphs whose every node has at most this many elements run op by op in numpy (no kernels)
         self.small_graph_elements = int(os.environ.get("FASTAD_SMALL_GRAPH", "256"))
-        # below this many elements a CPU kernel runs on the calling thread: waking the pool costs more,
-        # and BLAS threads that still spin after a matmul would compete with it
-        self.parallel_min_elements = int(os.environ.get("FASTAD_PARALLEL_MIN", "262144"))
+        # below this much work a CPU kernel runs on the calling thread: waking the pool costs more,
+        # and BLAS threads that still spin after a matmul would compete with it. Work is counted in
+        # elements of a float32 copy (`runtime.cpu.work`): 2M is a 1.2M-element polynomial map or
+        # an 85K-element chain of sin, exp and tanh (crossovers measured on 2 cores: 1-4M and 65-130K)
+        self.parallel_min_elements = int(os.environ.get("FASTAD_PARALLEL_MIN", "2097152"))
         # large float matrix products in this many row blocks on fastad's threads (numpy_refs.matmul)
         self.matmul_row_blocks = _matmul_row_blocks(os.environ.get("FASTAD_MATMUL_BLOCKS", "auto"))
 

@@ -203,33 +203,40 @@ def test_column_kernels_need_no_external_symbol(jit):
         assert path.with_suffix(".shared").exists() or shutil.which("ld") is None
 
 
-def test_column_form_slices_stay_wide():
+def test_column_form_slices_stay_wide(monkeypatch):
     """Every slice of a column-form reduction reads all rows of its columns, so the split keeps
-    slices at least COLUMN_SLICE columns wide; other kernels split into slices of at least
-    parallel_min_elements / 8 elements, at most CHUNKS."""
-    from fastad.runtime.cpu import CHUNKS, COLUMN_SLICE, slice_count
+    slices at least COLUMN_SLICE columns wide; other kernels split into slices of at least an
+    eighth of parallel_min_elements of work (`runtime.cpu.work`: elements weighed by the kernel's
+    cost per element), at most CHUNKS."""
+    from fastad.runtime.cpu import CHUNKS, COLUMN_SLICE, slice_count, work
     from fastad.schedule import plan
 
     def kernel_of(t):
         (step,) = plan([t._node]).steps
         return step.kernel, step.shape
 
-    big = settings.parallel_min_elements
-    col, shape = kernel_of(fa.sum(fa.asarray(np.ones((big // 100 + 1, 100), np.float32)), axis=0))
-    assert shape[0] == 100 and slice_count(col, shape[0], math.prod(shape)) == 1
+    big = 262144
+    monkeypatch.setattr(settings, "parallel_min_elements", big)
     col, shape = kernel_of(fa.sum(fa.asarray(np.ones((64, 8192), np.float32)), axis=0))
-    assert slice_count(col, shape[0], math.prod(shape)) == 524288 // (big // 8) == 16   # by elements
+    amount = work(col, math.prod(shape))   # a sum reads 4 bytes per element: half a copy's cost
+    assert amount == math.prod(shape) / 2 and slice_count(col, shape[0], math.prod(shape)) == 8
+    col, shape = kernel_of(fa.sum(fa.asarray(np.ones((2 * big // 100 + 1, 100), np.float32)), axis=0))
+    assert shape[0] == 100 and slice_count(col, shape[0], math.prod(shape)) == 1   # 100 columns: one slice
     col, shape = kernel_of(fa.sum(fa.asarray(np.ones((2048, 8192), np.float32)), axis=0))
     assert slice_count(col, shape[0], math.prod(shape)) == min(8192 // COLUMN_SLICE, CHUNKS)
     col, shape = kernel_of(fa.sum(fa.asarray(np.ones((8192, 64), np.float32)), axis=0))
     assert slice_count(col, shape[0], math.prod(shape)) == 1                    # 64 columns: one slice
-    row, shape = kernel_of(fa.sum(fa.asarray(np.ones((100, big // 100 + 1), np.float32)), axis=1))
+    row, shape = kernel_of(fa.sum(fa.asarray(np.ones((100, 2 * big // 100 + 1), np.float32)), axis=1))
     # row form: slices of at least an eighth of the parallel threshold, at most CHUNKS
-    assert slice_count(row, shape[0], math.prod(shape)) == math.prod(shape) // (big // 8) == 8
+    assert slice_count(row, shape[0], math.prod(shape)) == int(work(row, math.prod(shape)) // (big // 8)) == 8
     row, shape = kernel_of(fa.sum(fa.asarray(np.ones((1000, 10000), np.float32)), axis=1))
     assert slice_count(row, shape[0], math.prod(shape)) == CHUNKS
-
-
+    # below the threshold's work, one slice: the same size splits for a costly kernel only
+    x = fa.asarray(np.ones(100_000, np.float32))
+    cheap, shape = kernel_of(x * 2.0)
+    costly, _ = kernel_of(fa.sin(x) * fa.exp(x))
+    assert work(costly, 100_000) > 9 * work(cheap, 100_000)
+    assert slice_count(cheap, shape[0], 100_000) == 1 and slice_count(costly, shape[0], 100_000) > 1
 
 def test_a_narrow_tall_reduction_runs_in_chunks_of_rows_on_every_thread(jit, monkeypatch):
     """Too few columns to slice (fewer than 2 x COLUMN_SLICE): the reduced dim is split in chunks by
@@ -239,6 +246,7 @@ def test_a_narrow_tall_reduction_runs_in_chunks_of_rows_on_every_thread(jit, mon
     from fastad.device import CPU
     from fastad.runtime import backend_for
     from fastad.runtime.cpu import reduced_split
+    monkeypatch.setattr(settings, "parallel_min_elements", 262144)   # these sizes split (the mechanism)
     backend = backend_for(CPU)
     rng = np.random.default_rng(11)
     f32 = rng.standard_normal((300_000, 7)).astype(np.float32)

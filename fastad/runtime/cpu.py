@@ -24,8 +24,10 @@ A compiled kernel is the native function of `body(lo, hi, ...)` (see
 `fastad.codegen.numba`), called through ctypes (which releases the GIL). If it
 reports that it raised, the kernel runs again on the numpy tier, which defines
 the semantics (numpy's error, or numpy's result).
-Sizes of at least `settings.parallel_min_elements` are split into up to `CHUNKS`
-slices of the first dimension (`slice_count`), run on a thread pool; reduction
+Launches with at least `settings.parallel_min_elements` of work (elements weighed
+by the kernel's cost, `work`) are split into up to `CHUNKS`
+slices of the first dimension (`slice_count`), run on a thread pool (a repeated
+launch through the native slice driver, `_drive`); reduction
 partials are written per slice and combined in slice order, so results never
 depend on the thread count. A column-form reduction too narrow to slice (a
 (1M, 10) matrix summed over axis 0) is split along its reduced dim instead
@@ -133,21 +135,37 @@ def _thread_count() -> int:
 
 def slice_count(kernel, rows: int, elements: int) -> int:
     """How many slices of dim 0 a launch runs in. It depends only on the kernel and the size,
-    never on the pool, so results are the same for any thread count. Slices hold at least an
-    eighth of `settings.parallel_min_elements` (32K elements by default): each costs a native
-    call and a claim, which at 64 slices of 1M elements took a tenth of the kernel's time. A
-    column-form reduction (`codegen.numba.column_form`: dim 0 is the kept, contiguous one) keeps
-    slices at least COLUMN_SLICE wide: every slice reads all the rows of its columns, and
-    narrower slices would read each cache line many times over."""
-    if elements < settings.parallel_min_elements or rows < 2:
+    never on the pool, so results are the same for any thread count. Sizes are weighed by the
+    kernel's cost per element (`work`): a launch is split once its work reaches
+    `settings.parallel_min_elements` float32-copy elements (a thread hand-off costs about as
+    much as 100 us of work here, so a cheap 1M-element map runs faster on one thread and the
+    chain's costly one from 100K elements on), and each slice holds at least an eighth of that
+    (`_least_slice`). A column-form reduction (`codegen.numba.column_form`: dim 0 is the kept,
+    contiguous one) keeps slices at least COLUMN_SLICE wide: every slice reads all the rows of
+    its columns, and narrower slices would read each cache line many times over."""
+    amount = work(kernel, elements)
+    if amount < settings.parallel_min_elements or rows < 2:
         return 1
     from ..codegen.numba import column_form
     width = COLUMN_SLICE if column_form(kernel) else 1
-    return max(1, min(rows // width, CHUNKS, max(2, elements // _least_slice())))
+    return max(1, min(rows // width, CHUNKS, max(2, int(amount // _least_slice()))))
+
+
+def work(kernel, elements: int) -> float:
+    """A launch's single-thread work in float32-copy elements (`codegen.numba.element_cost`)."""
+    cost = _COSTS.get(kernel.key)
+    if cost is None:
+        from ..codegen.numba import element_cost
+        cost = _COSTS[kernel.key] = element_cost(kernel)
+    return elements * cost
+
+
+_COSTS: dict = {}   # kernel key -> cost per element
+_UNFINISHED = np.iinfo(np.int64).min   # a slice status the slice driver has not written yet
 
 
 def _least_slice() -> int:
-    """Elements a slice holds at least: an eighth of `settings.parallel_min_elements`."""
+    """Work a slice holds at least: an eighth of `settings.parallel_min_elements`."""
     return max(1, settings.parallel_min_elements // 8)
 
 
@@ -158,10 +176,11 @@ def reduced_split(kernel, shape: tuple, elements: int) -> int:
     its own, merged in chunk order. By size alone, as `slice_count`, so results are the same for
     any thread count. 1: no split (too small, or the kernel also stores per element)."""
     from ..codegen.numba import column_form
-    if (elements < settings.parallel_min_elements or not column_form(kernel)
+    amount = work(kernel, elements)
+    if (amount < settings.parallel_min_elements or not column_form(kernel)
             or any(not o.reduce for o in kernel.outputs) or slice_count(kernel, shape[0], elements) > 1):
         return 1
-    return max(1, min(CHUNKS, shape[1], elements // _least_slice()))
+    return max(1, min(CHUNKS, shape[1], int(amount // _least_slice())))
 
 
 class CpuBackend:
@@ -281,6 +300,18 @@ class CpuBackend:
         split = reduced_split(kernel, shape, elements) if slices == 1 else 1
         single = slices == 1 and split == 1
         call = trampoline.caller(tuple(kinds)) if trampolines and single and not donated else None
+        # a launch that repeats runs its slices through a native driver: one ctypes call per
+        # thread, claiming slices without the GIL (`trampoline.slice_driver`)
+        driver = None
+        if trampolines and slices > 1:
+            plain = ["ptr", "ptr", "int64", "int64"] + c_arguments(kernel)   # addresses, not ids
+            drive = trampoline.slice_driver(tuple(plain), len(part_at))
+            if drive is not None:
+                driven = np.array([0, 0, 0, 0] + [0 if i in in_at or i in out_at else
+                                                  trampoline.pack_scalar(v, k)
+                                                  for i, (v, k) in enumerate(zip(args, plain[4:]))]
+                                  + [0] * len(part_at), np.int64)
+                driver = (drive, driven, [4 + i for i in in_at + out_at])
         fn, slots = entry.fn, entry.slots
         full, acc, name, address, pooled = entry.full, entry.acc, kernel.name, entry.address, buffer_pool.empty
 
@@ -348,7 +379,8 @@ class CpuBackend:
                 for p, k in zip(parts, full):
                     results[k][()] = p[0]
                 return results
-            parts = self._launch(entry, rows, slices, a)
+            parts = self._launch(entry, rows, slices, a) if driver is None else \
+                self._drive(entry, rows, slices, a, driver)
             if parts is None:
                 return rerun(buffers)
             for j, k in enumerate(full):
@@ -368,6 +400,29 @@ class CpuBackend:
         calls = [(c * rows // n, (c + 1) * rows // n, [*args, *[b + c * size for b, size in base]])
                  for c in range(n)]
         return parts if self._call_all(entry, calls) else None
+
+    def _drive(self, entry: Native, rows: int, n: int, args, driver) -> list:
+        """`_launch` through a slice driver (`trampoline.slice_driver`): this thread and the pool's
+        each make one call, which claims slices until none is left; the same slices, partials
+        and result as `_launch`."""
+        drive, template, pointer_slots = driver
+        packed = template.copy()
+        packed[pointer_slots] = [args[i - 4] for i in pointer_slots]
+        parts = [np.empty(n, d) for d in entry.acc]
+        n_parts = len(parts)
+        control = np.zeros(4 + 2 * n_parts + n, np.int64)
+        control[1:4] = n, rows, entry.slots
+        for k, p in enumerate(parts):
+            control[4 + 2 * k: 6 + 2 * k] = p.ctypes.data, p.itemsize
+        status = control[4 + 2 * n_parts:]
+        status[:] = _UNFINISHED
+        address, packed_id, control_at = entry.address, id(packed), control.ctypes.data
+
+        def work(keep=(packed, control, parts)):   # (a late worker's call still finds them alive)
+            drive(address, packed_id, control_at)
+
+        self._run_workers(work, n, lambda: not bool(np.any(status == _UNFINISHED)))
+        return parts if bool(np.all((status == 0) | (status == -2))) else None
 
     def _launch_split(self, kernel, entry: Native, shape, n: int, args, in_at, out_at, inputs, results):
         """A column-form reduction in `n` chunks of its reduced dim (`reduced_split`): each chunk is
@@ -409,19 +464,28 @@ class CpuBackend:
         self._run_blocks(one, len(calls))
         return all(s in (0, -2) for s in status)
 
+    def _run_workers(self, work, n: int, finished) -> None:
+        """work() on this thread and on min(threads, n) - 1 pool threads, each claiming parts of
+        n until none is left. Once this thread's call returns every part is claimed; if
+        `finished()` says every part is also done (the pool's threads woke too late to claim
+        any: a hand-off takes ~40 us here), it returns without waiting for them to wake."""
+        futures = [self._pool.submit(work) for _ in range(1, min(self._threads, n))] if self._pool else ()
+        work()
+        if futures and finished():
+            return
+        for fut in futures:
+            fut.result()
+
     def _run_blocks(self, f, n: int) -> None:
         """f(0) .. f(n-1) on the pool and this thread, each index claimed once (any order)."""
-        workers = 1 if self._pool is None else min(self._threads, n)
-        claim = iter(range(n))
+        claim, done = iter(range(n)), []
 
         def work():
             for b in claim:
                 f(b)
+                done.append(b)
 
-        futures = [self._pool.submit(work) for _ in range(1, workers)]
-        work()
-        for fut in futures:
-            fut.result()
+        self._run_workers(work, n, lambda: len(done) == n)
 
     # ---- tiers ------------------------------------------------------------
     def _prepare(self, kernel, elements: int):

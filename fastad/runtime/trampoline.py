@@ -32,7 +32,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["bound_caller", "caller", "pack_scalar", "packed_launch", "usable", "DATA_OFFSET",
+__all__ = ["bound_caller", "caller", "pack_scalar", "packed_launch", "slice_driver", "usable", "DATA_OFFSET",
            "GIL_HELD_MAX_ELEMENTS"]
 
 DATA_OFFSET = object.__basicsize__   # the data pointer follows the object header in numpy's array struct
@@ -58,23 +58,8 @@ def _source(kinds: tuple, from_long: int = 0) -> str:
              f"  %head = getelementptr i8, ptr %array, i64 {DATA_OFFSET}", "  %packed = load ptr, ptr %head"]
     args = []
     for i, kind in enumerate(kinds):
-        ty = _LLVM[kind]
-        lines += [f"  %s{i} = getelementptr i64, ptr %packed, i64 {i}", f"  %v{i} = load i64, ptr %s{i}"]
-        if kind == "obj":
-            lines += [f"  %o{i} = inttoptr i64 %v{i} to ptr",
-                      f"  %d{i} = getelementptr i8, ptr %o{i}, i64 {DATA_OFFSET}",
-                      f"  %a{i} = load ptr, ptr %d{i}"]
-        elif kind == "ptr":
-            lines.append(f"  %a{i} = inttoptr i64 %v{i} to ptr")
-        elif ty == "i64":
-            lines.append(f"  %a{i} = add i64 %v{i}, 0")
-        elif ty == "double":
-            lines.append(f"  %a{i} = bitcast i64 %v{i} to double")
-        elif ty == "float":
-            lines += [f"  %t{i} = trunc i64 %v{i} to i32", f"  %a{i} = bitcast i32 %t{i} to float"]
-        else:
-            lines.append(f"  %a{i} = trunc i64 %v{i} to {ty}")
-        args.append(f"{ty} %a{i}")
+        lines += _load_argument(i, kind)
+        args.append(f"{_LLVM[kind]} %a{i}")
     lines += ["  %f = inttoptr i64 %fn to ptr", f"  %r = call i32 %f({', '.join(args)})", "  ret i32 %r", "}"]
     if from_long:   # the METH_O entry: PyObject *entry(PyObject *self, PyObject *packed)
         lines += ["define ptr @entry(ptr %self, ptr %array) {", "entry:",
@@ -83,6 +68,99 @@ def _source(kinds: tuple, from_long: int = 0) -> str:
                   "  %s = sext i32 %r to i64", f"  %make = inttoptr i64 {from_long} to ptr",
                   "  %o = call ptr %make(i64 %s)", "  ret ptr %o", "}"]
     return "\n".join(lines) + "\n"
+
+
+def _driver_source(kinds: tuple, n_parts: int) -> str:
+    """A slice driver for kernels taking `kinds`: `drive(fn, array, control)` claims slices with
+    an atomic counter and runs each, all without the GIL (see `slice_driver`)."""
+    lines = ["define i32 @drive(i64 %fn, ptr %array, ptr %control) {", "entry:",
+             f"  %head = getelementptr i8, ptr %array, i64 {DATA_OFFSET}", "  %packed = load ptr, ptr %head"]
+    fixed = []
+    for i in range(4, len(kinds) - n_parts):   # the arguments every slice shares, read once
+        lines += _load_argument(i, kinds[i])
+        fixed.append(f"{_LLVM[kinds[i]]} %a{i}")
+    for name, at in (("n", 1), ("rows", 2), ("ret", 3)):
+        lines += [f"  %{name}.p = getelementptr i64, ptr %control, i64 {at}", f"  %{name} = load i64, ptr %{name}.p"]
+    for k in range(n_parts):
+        lines += [f"  %pb{k}.p = getelementptr i64, ptr %control, i64 {4 + 2 * k}", f"  %pb{k} = load i64, ptr %pb{k}.p",
+                  f"  %ps{k}.p = getelementptr i64, ptr %control, i64 {5 + 2 * k}", f"  %ps{k} = load i64, ptr %ps{k}.p"]
+    lines += ["  %f = inttoptr i64 %fn to ptr", "  br label %claim", "claim:",
+              "  %c = atomicrmw add ptr %control, i64 1 seq_cst", "  %done = icmp sge i64 %c, %n",
+              "  br i1 %done, label %exit, label %run", "run:",
+              "  %cr = mul i64 %c, %rows", "  %lo = sdiv i64 %cr, %n", "  %c1 = add i64 %c, 1",
+              "  %c1r = mul i64 %c1, %rows", "  %hi = sdiv i64 %c1r, %n",
+              "  %off = mul i64 %c, 32", "  %r0i = add i64 %ret, %off", "  %r1i = add i64 %r0i, 16",
+              "  %r0 = inttoptr i64 %r0i to ptr", "  %r1 = inttoptr i64 %r1i to ptr"]
+    parts = []
+    for k in range(n_parts):
+        lines += [f"  %po{k} = mul i64 %c, %ps{k}", f"  %pi{k} = add i64 %pb{k}, %po{k}",
+                  f"  %p{k} = inttoptr i64 %pi{k} to ptr"]
+        parts.append(f"ptr %p{k}")
+    call = ", ".join(["ptr %r0", "ptr %r1", "i64 %lo", "i64 %hi"] + fixed + parts)
+    lines += [f"  %r = call i32 %f({call})", "  %r64 = sext i32 %r to i64",
+              f"  %si = add i64 %c, {4 + 2 * n_parts}", "  %sp = getelementptr i64, ptr %control, i64 %si",
+              "  store i64 %r64, ptr %sp", "  br label %claim", "exit:", "  ret i32 0", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def _load_argument(i: int, kind: str) -> list:
+    """IR that reads packed slot `i` as an argument of `kind` into %a{i} (see the module docstring)."""
+    ty = _LLVM[kind]
+    lines = [f"  %s{i} = getelementptr i64, ptr %packed, i64 {i}", f"  %v{i} = load i64, ptr %s{i}"]
+    if kind == "obj":
+        lines += [f"  %o{i} = inttoptr i64 %v{i} to ptr",
+                  f"  %d{i} = getelementptr i8, ptr %o{i}, i64 {DATA_OFFSET}",
+                  f"  %a{i} = load ptr, ptr %d{i}"]
+    elif kind == "ptr":
+        lines.append(f"  %a{i} = inttoptr i64 %v{i} to ptr")
+    elif ty == "i64":
+        lines.append(f"  %a{i} = add i64 %v{i}, 0")
+    elif ty == "double":
+        lines.append(f"  %a{i} = bitcast i64 %v{i} to double")
+    elif ty == "float":
+        lines += [f"  %t{i} = trunc i64 %v{i} to i32", f"  %a{i} = bitcast i32 %t{i} to float"]
+    else:
+        lines.append(f"  %a{i} = trunc i64 %v{i} to {ty}")
+    return lines
+
+
+_DRIVERS: dict = {}
+
+
+def slice_driver(kinds: tuple, n_parts: int):
+    """`drive(kernel_address, id(packed), control_address) -> 0` for kernels taking arguments of
+    `kinds` whose last `n_parts` are per-slice reduction partials, or None where trampolines
+    cannot be used. Each thread of a launch makes one such call (ctypes: without the GIL),
+    which claims slices from `control` until none is left, so slices cost no GIL hand-off.
+
+    `packed` holds the shared arguments at their positions (its first four slots and the
+    partials' are unused); `control` is an int64 array: [0] the claim counter (0), [1] the
+    slice count n, [2] the rows, [3] the address of n 32-byte return/exception slots, then a
+    (base address, byte stride) pair per partial, then n statuses, which the driver writes.
+    Slice c covers rows c*rows//n .. (c+1)*rows//n, as `CpuBackend._launch` cuts them."""
+    if not usable():
+        return None
+    key = (kinds, n_parts)
+    with _LOCK:
+        found = _DRIVERS.get(key)
+        if found is None:
+            try:
+                from .native import _llvm, _target
+                ll = _llvm()
+                module = ll.parse_assembly(_driver_source(kinds, n_parts))
+                module.verify()
+                engine = ll.create_mcjit_compiler(module, _target().create_target_machine(jit=True))
+                engine.finalize_object()
+                address = engine.get_function_address("drive")
+                if not address:
+                    raise LookupError("driver symbol not found")
+                found = (ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)(address),
+                         engine)
+            except Exception as exc:   # launches claim slices from Python instead
+                _log.info("fastad: no slice driver (%s: %s)", type(exc).__name__, exc)
+                found = (None, None)
+            _DRIVERS[key] = found
+        return found[0]
 
 
 _CALLERS: dict = {}
