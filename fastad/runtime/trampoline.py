@@ -21,6 +21,10 @@ an entry point with CPython's METH_O signature, which reads the kernel's address
 a ctypes call (no argument conversion, no foreign-call set-up), and it keeps the GIL while the
 kernel runs, so launches use it only for small kernels (`GIL_HELD_MAX_ELEMENTS`).
 
+The same module builds slice drivers (`slice_driver`): for a launch split into slices, each
+thread makes one call that claims slices with an atomic counter and runs them, so slices cost no
+GIL hand-off between threads.
+
 Start at `caller`. `fastad.runtime.cpu.CpuBackend.replay_launcher` is the user.
 """
 from __future__ import annotations
@@ -145,15 +149,7 @@ def slice_driver(kinds: tuple, n_parts: int):
         found = _DRIVERS.get(key)
         if found is None:
             try:
-                from .native import _llvm, _target
-                ll = _llvm()
-                module = ll.parse_assembly(_driver_source(kinds, n_parts))
-                module.verify()
-                engine = ll.create_mcjit_compiler(module, _target().create_target_machine(jit=True))
-                engine.finalize_object()
-                address = engine.get_function_address("drive")
-                if not address:
-                    raise LookupError("driver symbol not found")
+                engine, (address,) = _jit(_driver_source(kinds, n_parts), "drive")
                 found = (ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)(address),
                          engine)
             except Exception as exc:   # launches claim slices from Python instead
@@ -186,19 +182,25 @@ def caller(kinds: tuple):
 
 def _build(kinds: tuple) -> tuple:
     """(ctypes caller, the engine that owns the code, the METH_O method def or None)."""
+    from_long = ctypes.cast(ctypes.pythonapi.PyLong_FromLong, ctypes.c_void_p).value or 0
+    engine, (address, entry) = _jit(_source(kinds, from_long), "trampoline", "entry" if from_long else None)
+    method = _MethodDef(b"fastad_launch", entry, _METH_O, None) if entry else None
+    return ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p)(address), engine, method
+
+
+def _jit(source: str, *symbols) -> tuple:
+    """(the engine that owns the code, the address of each symbol) of LLVM IR `source`,
+    JIT-compiled for this CPU; a symbol given as None has address 0."""
     from .native import _llvm, _target
     ll = _llvm()
-    from_long = ctypes.cast(ctypes.pythonapi.PyLong_FromLong, ctypes.c_void_p).value or 0
-    module = ll.parse_assembly(_source(kinds, from_long))
+    module = ll.parse_assembly(source)
     module.verify()
     engine = ll.create_mcjit_compiler(module, _target().create_target_machine(jit=True))
     engine.finalize_object()
-    address = engine.get_function_address("trampoline")
-    if not address:
-        raise LookupError("trampoline symbol not found")
-    entry = engine.get_function_address("entry") if from_long else 0
-    method = _MethodDef(b"fastad_launch", entry, _METH_O, None) if entry else None
-    return ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p)(address), engine, method
+    addresses = tuple(engine.get_function_address(name) if name else 0 for name in symbols)
+    if not addresses[0]:
+        raise LookupError(f"{symbols[0]} symbol not found")
+    return engine, addresses
 
 
 class _MethodDef(ctypes.Structure):   # CPython's PyMethodDef
