@@ -146,10 +146,12 @@ def _identity_perm(n):
 
 
 class _KernelBuilder:
-    """Builds one Kernel body from root nodes, memoising (node, view chain) pairs."""
+    """Builds one Kernel body from root nodes, memoising (node, view chain) pairs. A root of the
+    same kernel (`local`) that another root reads is computed in the kernel, not loaded."""
 
-    def __init__(self, materialized: set):
+    def __init__(self, materialized: set, local: frozenset = frozenset()):
         self.materialized = materialized
+        self.local = local
         self.body: list[Stmt] = []
         self.memo: dict = {}
         self.inputs: list = []        # (node, View)
@@ -180,7 +182,8 @@ class _KernelBuilder:
                 continue
             if n.op == "const":
                 out = self._scalar(n)
-            elif n.buffer is not None or (id(n) in self.materialized and not is_root):
+            elif n.buffer is not None or (id(n) in self.materialized and not is_root
+                                          and not (id(n) in self.local and not mv)):
                 out = self._load(n, mv)
             elif OPS[n.op].kind == MOVEMENT:
                 below = (n.srcs[0], ((n.op, n.arg, n.srcs[0]),) + mv)
@@ -269,22 +272,35 @@ def _plan(outputs: list[Node], materialized: set) -> Plan:
     for u in units:
         n = u[1]
         depth[id(n)] = 1 + max((depth.get(id(d), 0) for d in _direct_deps(n, materialized)), default=0)
-    # fuse roots with the same depth (hence independent) and a compatible iteration space
+    # fuse roots with a compatible iteration space that are independent (the same depth), or
+    # where one reads the other at the point it computes (a producer and its consumer: the
+    # consumer joins the producer's kernel, which computes the producer's value once and also
+    # stores it)
     groups: list[dict] = []
+    group_of: dict[int, dict] = {}
     for u in units:
         n = u[1]
         if u[0] == "library":
             groups.append({"library": n, "depth": depth[id(n)]})
             continue
         _, _, shape, rnd, perm = u
+        deps = _direct_deps(n, materialized)
         for g in groups:
-            if "roots" in g and g["depth"] == depth[id(n)] and _compatible(g, shape, rnd, perm):
+            if "roots" not in g or not _compatible(g, shape, rnd, perm):
+                continue
+            inside = [d for d in deps if group_of.get(id(d)) is g]
+            if g["depth"] == depth[id(n)] and not inside or inside and _joins(n, inside, deps, g, depth, perm,
+                                                                               materialized):
                 g["roots"].append(n)
+                group_of[id(n)] = g
                 if rnd:
                     g["rnd"], g["perm"] = rnd, perm
+                depth[id(n)] = g["depth"]
                 break
         else:
-            groups.append({"roots": [n], "shape": shape, "rnd": rnd, "perm": perm, "depth": depth[id(n)]})
+            g = {"roots": [n], "shape": shape, "rnd": rnd, "perm": perm, "depth": depth[id(n)]}
+            groups.append(g)
+            group_of[id(n)] = g
     p = Plan(materialized=materialized)
     for g in sorted(groups, key=lambda g: g["depth"]):
         if "library" in g:
@@ -292,6 +308,31 @@ def _plan(outputs: list[Node], materialized: set) -> Plan:
         else:
             p.steps.append(_build_kernel(g, materialized))
     return p
+
+
+def _joins(n: Node, inside: list, deps: list, g: dict, depth: dict, perm, materialized: set) -> bool:
+    """Whether root `n`, which reads roots `inside` of kernel group `g`, can join it: its other
+    reads come from earlier steps, it reads its source in order (no permuted reduction), and it
+    reads each of those roots only at the point it computes (through elementwise ops, no view),
+    where the kernel has that root's value."""
+    if any(depth[id(d)] >= g["depth"] for d in deps if not any(d is i for i in inside)):
+        return False
+    if perm is not None and perm != _identity_perm(len(perm)):
+        return False
+    targets = {id(d) for d in inside}
+    stack, seen = [(s, False) for s in n.srcs], set()
+    while stack:
+        s, viewed = stack.pop()
+        if id(s) in targets:
+            if viewed:
+                return False   # read through a view: at another point than the kernel computes it
+            continue
+        if (id(s), viewed) in seen or s.buffer is not None or s.op == "const" or id(s) in materialized:
+            continue
+        seen.add((id(s), viewed))
+        below = viewed or OPS[s.op].kind != ELEMENTWISE
+        stack.extend((t, below) for t in s.srcs)
+    return True
 
 
 def _is_view_of_buffer(n: Node, materialized: set) -> bool:
@@ -340,7 +381,7 @@ def _direct_deps(n: Node, materialized: set) -> list:
 
 
 def _build_kernel(g: dict, materialized: set) -> KernelStep:
-    b = _KernelBuilder(materialized)
+    b = _KernelBuilder(materialized, frozenset(id(n) for n in g["roots"]))
     shape, rnd, perm = g["shape"], g["rnd"], g["perm"]
     outs = []
     for n in g["roots"]:

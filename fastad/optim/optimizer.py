@@ -9,11 +9,9 @@ and one fused multi-output kernel.
 
 Two details keep that one kernel and one compile:
 
-* Each output root is built by its own call of `_rule` over the same input
-  and constant nodes. The scheduler stores a materialized node rather than
-  recompute it, so roots that read each other (p reads m) would land in
-  separate kernels; separate builds of identical statements keep them
-  independent, and the kernel builder merges the identical statements.
+* The new parameters read the new state (p reads m): the scheduler fuses a
+  root with the roots it reads at the same point into one kernel, which
+  computes m once, stores it and uses it for p (`fastad.schedule._joins`).
 * Hyperparameters and step-dependent values (lr, bias corrections) are
   constants, hence kernel arguments: a new learning rate reuses the kernel.
   The rules avoid forms that constant folding would simplify for particular
@@ -38,7 +36,7 @@ __all__ = ["Optimizer"]
 class _Values:
     """What a rule reads its scalars from: `q(name, value)` a constant, `q.per_param(name, fn)` a per-parameter value.
 
-    Nodes are memoised by name, so the repeated builds of one step share them."""
+    Nodes are memoised by name, so a rule that asks for one value twice gets one node."""
 
     def __init__(self, bucket: FlatBucket, active: list, steps: list):
         self.bucket, self.active, self.steps = bucket, active, steps
@@ -219,13 +217,10 @@ class Optimizer:
         state = {n: bucket.state[n] for n in names}
         q = _Values(bucket, active, [s + 1 for s in bucket.steps])
         mask = None if all(active) else bucket.mask(active)
-        outs = []
-        for k in range(1 + len(names)):  # one build per output root: see the module docstring
-            new_p, new_state = self._rule(group, q, p, g, state)
-            node = new_p if k == 0 else new_state[names[k - 1]]
-            if mask is not None:
-                node = apply("where", mask, node, p if k == 0 else state[names[k - 1]])
-            outs.append(node)
+        new_p, new_state = self._rule(group, q, p, g, state)
+        outs = [new_p] + [new_state[name] for name in names]
+        if mask is not None:
+            outs = [apply("where", mask, node, old) for node, old in zip(outs, [p] + [state[n] for n in names])]
         return bucket, outs, names, active
 
     def _state_names(self, group: dict) -> tuple:
