@@ -22,11 +22,11 @@ runs them (`fastad.runtime`).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 
 from .graph import Node, toposort
+from .donation import with_donations
 from .kernel_ir import Input, Kernel, Output, Stmt
 from .ops import ELEMENTWISE, LIBRARY, MATMUL, MOVEMENT, OPS, REDUCE
 from . import capture
@@ -483,59 +483,12 @@ def _run_steps(backend, xp, outputs: list[Node], order, rec=None, donate=None) -
         # kernel inputs are computed nodes (constants are scalar arguments)
         inputs = [(node.buffer.reshape(-1), view.offset, view.strides) for node, view in step.inputs]
         scalars = [c.arg for c in step.scalars]
-        kernel = _with_donations(step, donate, steps[:at] + steps[at + 1:]) if donate else step.kernel
+        kernel = with_donations(step, donate, steps[:at] + steps[at + 1:]) if donate else step.kernel
         results = backend.run_kernel(kernel, step.shape, inputs, scalars, device=outputs[0].device)
         for node, buf in zip(step.outputs, results):
             node.settle(buf.reshape(node.shape))
         if rec is not None:
             rec.kernel(step, outputs[0].device)
-
-
-def _with_donations(step: KernelStep, donate: dict, others: list):
-    """`step.kernel`, with each output that may take over its donor's buffer marked `into` it.
-
-    An output takes over when the step is a 1-D map of real floats and bools (no reduction;
-    such a kernel never raises halfway, which would leave the donor half overwritten) that
-    reads the donor once, at the index it writes (unit stride, offset 0, the output's size and
-    dtype), and no other step of the plan reads the donor (a view step would alias it). The
-    caller vouches that nothing else can observe the donor's buffer."""
-    kernel = step.kernel
-    if kernel.ndim != 1 or kernel.reduce_ndim or not all(st.dtype.kind in "fb" for st in kernel.body):
-        return kernel
-    into = {}
-    for k, node in enumerate(step.outputs):
-        donor = donate.get(node)
-        if donor is None or donor.dtype is not node.dtype or donor.buffer is None:
-            continue
-        slots = [j for j, (n, _) in enumerate(step.inputs) if n is donor]
-        if len(slots) != 1 or slots[0] in into.values():
-            continue
-        j = slots[0]
-        view, buf = step.inputs[j][1], donor.buffer
-        if (kernel.inputs[j].pattern != "1" or view.offset != 0 or buf.size != step.shape[0]
-                or not buf.flags.c_contiguous or _read_by(donor, others)):
-            continue
-        into[k] = j
-    if not into:
-        return kernel
-    key = (kernel.key, tuple(sorted(into.items())))
-    donating = _DONATING.get(key)
-    if donating is None:
-        outs = tuple(dataclasses.replace(o, into=into.get(k)) for k, o in enumerate(kernel.outputs))
-        donating = _DONATING[key] = dataclasses.replace(kernel, outputs=outs)
-    return donating
-
-
-def _read_by(node: Node, steps: list) -> bool:
-    """Whether a step of `steps` reads `node` (directly: views are steps of their own)."""
-    for step in steps:
-        srcs = step.node.srcs if isinstance(step, LibraryStep) else [n for n, _ in step.inputs]
-        if any(s is node for s in srcs):
-            return True
-    return False
-
-
-_DONATING: dict = {}   # (kernel key, donations) -> the donating kernel
 
 
 # Plans are cached by graph structure: a training loop rebuilds the same graph every step,

@@ -16,7 +16,8 @@ from fastad.device import to_device
 from fastad.kernel_ir import Input, Kernel, Output, Stmt
 from fastad import dtypes as dt
 from fastad.runtime.buffers import pool, unobserved
-from fastad.schedule import KernelStep, LibraryStep, View, _with_donations
+from fastad.donation import with_donations as _with_donations
+from fastad.schedule import KernelStep, LibraryStep, View
 
 N = 1 << 18   # 1 MiB of float32: buckets from this size on donate (smaller ones stay in cache anyway)
 
