@@ -25,7 +25,7 @@ statements before it.
 
 Each `Output` names a statement. A `store` output (reduce=None) is written to
 a fresh C-contiguous buffer of the full iteration shape, or, with `into=j`,
-over input j (buffer donation, `fastad.schedule`: a 1-D map whose input j is
+over input j (buffer donation, `fastad.donation`: a 1-D map whose input j is
 read at the same unit-stride index as the output is written, so each element
 is read before it is overwritten and by nothing else). A reduced output
 (reduce = "sum" | "prod" | "max" | "min") is combined over the trailing

@@ -34,7 +34,7 @@ def realize(nodes: list[Node], donate: dict | None = None) -> None:
     """Compute every node in `nodes` that has no value yet, and store the values on the nodes.
 
     `donate` maps a node of `nodes` to a computed node whose buffer its value may be written
-    over, in place, where the kernel allows it (`fastad.schedule`). The caller vouches that
+    over, in place, where the kernel allows it (`fastad.donation`). The caller vouches that
     nothing can observe that buffer any more (`fastad.runtime.buffers.unobserved`): the donor
     node and its buffer are dropped once this returns."""
     pending = [n for n in nodes if n.buffer is None and n.op != "const"]

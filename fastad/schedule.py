@@ -269,9 +269,11 @@ def _plan(outputs: list[Node], materialized: set) -> Plan:
             continue
         units.append(("kernel", n) + _root_space(n))
     depth: dict[int, int] = {}  # 1 + the deepest root it reads; equal depth means independent
+    deps_of: dict[int, list] = {}
     for u in units:
         n = u[1]
-        depth[id(n)] = 1 + max((depth.get(id(d), 0) for d in _direct_deps(n, materialized)), default=0)
+        deps = deps_of[id(n)] = _direct_deps(n, materialized)
+        depth[id(n)] = 1 + max((depth.get(id(d), 0) for d in deps), default=0)
     # fuse roots with a compatible iteration space that are independent (the same depth), or
     # where one reads the other at the point it computes (a producer and its consumer: the
     # consumer joins the producer's kernel, which computes the producer's value once and also
@@ -284,7 +286,7 @@ def _plan(outputs: list[Node], materialized: set) -> Plan:
             groups.append({"library": n, "depth": depth[id(n)]})
             continue
         _, _, shape, rnd, perm = u
-        deps = _direct_deps(n, materialized)
+        deps = deps_of[id(n)]
         for g in groups:
             if "roots" not in g or not _compatible(g, shape, rnd, perm):
                 continue
@@ -315,11 +317,11 @@ def _joins(n: Node, inside: list, deps: list, g: dict, depth: dict, perm, materi
     reads come from earlier steps, it reads its source in order (no permuted reduction), and it
     reads each of those roots only at the point it computes (through elementwise ops, no view),
     where the kernel has that root's value."""
-    if any(depth[id(d)] >= g["depth"] for d in deps if not any(d is i for i in inside)):
+    targets = {id(d) for d in inside}
+    if any(depth[id(d)] >= g["depth"] for d in deps if id(d) not in targets):
         return False
     if perm is not None and perm != _identity_perm(len(perm)):
         return False
-    targets = {id(d) for d in inside}
     stack, seen = [(s, False) for s in n.srcs], set()
     while stack:
         s, viewed = stack.pop()
