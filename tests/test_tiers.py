@@ -220,3 +220,56 @@ def test_small_graph_stores_every_value_it_computes():
     np.testing.assert_array_equal(a.numpy(), np.exp(np.arange(6, dtype=np.float32)).reshape(2, 3) * 2)
     s = fa.full((), 3.0) * fa.asarray(2.0)   # a 0-d constant operand
     assert s.item() == 6.0 and s.shape == ()
+
+
+# arithmetic that fast-math reassociation would round differently: constants applied in two
+# steps (LLVM folds them into one), a constant times a value twice (Adam's second moment), a
+# value subtracted and added back
+CHAINS = {
+    "(x*0.1)*0.7": lambda x, y: (x * 0.1) * 0.7,
+    "(x+0.1)+0.7": lambda x, y: (x + 0.1) + 0.7,
+    "(0.001*y)*y": lambda x, y: (0.001 * y) * y,
+    "x*0.999+(0.001*y)*y": lambda x, y: x * 0.999 + (0.001 * y) * y,
+    "(x-y)+y": lambda x, y: (x - y) + y,
+    "((x*y)*x)*y": lambda x, y: ((x * y) * x) * y,
+    "x+(y-x)*0.1": lambda x, y: x + (y - x) * 0.1,
+}
+
+
+@pytest.mark.parametrize("d", [dt.float32, dt.float64], ids=lambda d: d.name)
+@pytest.mark.parametrize("size", [1000, 300_000])
+def test_compiled_chains_of_arithmetic_round_as_numpy_op_by_op(d, size, monkeypatch):
+    """A compiled kernel rounds every operation where numpy does: kernels are compiled without
+    fast-math, so LLVM may not reassociate (only a reduction's steps may be, `acc_add`)."""
+    monkeypatch.setattr(settings, "cpu_mode", "jit")
+    monkeypatch.setattr(settings, "background_compile", False, raising=False)
+    rng = np.random.default_rng(11)
+    x, y = (rng.standard_normal(size).astype(d.np) * s for s in (3.0, 0.5))
+    tx, ty = fa.asarray(x), fa.asarray(y)
+    outs = {name: f(tx, ty) for name, f in CHAINS.items()}
+    fa.realize(*outs.values())
+    for name, f in CHAINS.items():
+        want, got = f(x, y), outs[name].numpy()
+        assert want.dtype == got.dtype == d.np
+        bad = got != want
+        assert not bad.any(), f"{name}: {x[bad][:3]}, {y[bad][:3]} -> {got[bad][:3]}, numpy {want[bad][:3]}"
+
+
+def test_only_reduction_steps_are_reassociable_and_they_vectorize():
+    """The rendered kernel has no fast-math flags; a float sum's steps are `acc_add`, an fadd
+    with LLVM's reassoc flag, so the sum still vectorizes (vector fadds on the accumulator)."""
+    numba = pytest.importorskip("numba")
+    from fastad.codegen import numba as cg
+    from fastad.schedule import plan
+    x = fa.asarray(np.ones(4096, np.float64))
+    (step,) = plan([fa.sum(x * 0.5 + 1.0)._node]).kernels()
+    source = cg.render(step.kernel)
+    assert "fastmath" not in source and "acc_add(acc" in source
+    names: dict = {}
+    exec(compile(source.replace("cache=True", "cache=False"), "<kernel>", "exec"), names)
+    body = names["body"]
+    body.compile(names["SIGNATURE"])
+    ir = body.inspect_llvm(body.signatures[0])
+    flagged = [ln for ln in ir.splitlines() if "reassoc" in ln]
+    assert flagged and all(" fadd reassoc " in ln for ln in flagged), flagged[:5]
+    assert any("<" in ln for ln in flagged), "the sum did not vectorize"

@@ -2,8 +2,9 @@
 
 Start at `render`. The module it returns defines one function,
 `body(lo, hi, ...)`: the whole kernel over rows lo..hi of the first iteration
-dimension, compiled with `nogil=True`, `fastmath={"reassoc"}` (so LLVM
-vectorizes reductions) and without Numba's runtime (`_nrt=False`), and
+dimension, compiled with `nogil=True`, without fast-math (every operation rounds as numpy's;
+a reduction's steps alone are reassociable, `mathlib.acc_add`, so LLVM vectorizes them)
+and without Numba's runtime (`_nrt=False`), and
 `SIGNATURE`, the Numba types it is compiled for. Every argument is a C scalar
 or a data pointer (`CPointer`), so the compiled native function can be called
 through ctypes: `int32 f(void *ret, void **excinfo, lo, hi, ...)` in Numba's
@@ -182,11 +183,13 @@ def _identity(reduce: str, d: dt.DType) -> str:
     return f"{T}(-np.inf)" if reduce == "max" else f"{T}(np.inf)"
 
 
-def _update(reduce: str, acc: str, v: str) -> str:
-    if reduce == "sum":
-        return f"{acc} += {v}"
-    if reduce == "prod":
-        return f"{acc} *= {v}"
+def _update(reduce: str, acc: str, v: str, acc_type: str = "") -> str:
+    """One reduction step. Float sums and products go through `acc_add`/`acc_mul`, the kernel's
+    only reassociable arithmetic (so the loop vectorizes); `acc_type` is the accumulator's type."""
+    if reduce in ("sum", "prod"):
+        if acc_type in ("np.float32", "np.float64"):
+            return f"{acc} = {'acc_add' if reduce == 'sum' else 'acc_mul'}({acc}, {acc_type}({v}))"
+        return f"{acc} {'+' if reduce == 'sum' else '*'}= {v}"
     cmp = ">" if reduce == "max" else "<"
     return f"{acc} = {v} if {v} {cmp} {acc} else {acc}"
 
@@ -297,7 +300,7 @@ def _body(kernel: Kernel) -> str:
     extrema = [k for k in reductions if kernel.outputs[k].reduce in ("max", "min")
                and kernel.outputs[k].dtype.is_floating]
     # no Python or cfunc wrapper: the runtime calls the native function itself (see the module docstring)
-    lines = ["@numba.njit(cache=True, error_model='numpy', fastmath={\"reassoc\"}, nogil=True, _nrt=False, "
+    lines = ["@numba.njit(cache=True, error_model='numpy', nogil=True, _nrt=False, "
              "no_cpython_wrapper=True, no_cfunc_wrapper=True)",
              f"def body(lo, hi, {', '.join(_signature(kernel))}):"]
     for k, d in enumerate(kernel.scalars):
@@ -357,8 +360,9 @@ def _body(kernel: Kernel) -> str:
                 for k, o in enumerate(kernel.outputs) if not o.reduce]
         if not updates:
             return out
-        out += [_update(kernel.outputs[k].reduce, f"blk{k}" if k in blocked else f"acc{k}",
-                        f"v{kernel.outputs[k].value}") for k in reductions]
+        out += [_update(o.reduce, f"blk{k}", f"v{o.value}", "np.float32") if k in blocked else
+                _update(o.reduce, f"acc{k}", f"v{o.value}", _acc_type(o.reduce, o.dtype))
+                for k, o in ((k, kernel.outputs[k]) for k in reductions)]
         # the max/min update above drops nans; count them so the result can still be nan, as in numpy
         return out + [f"nan{k} += v{kernel.outputs[k].value} != v{kernel.outputs[k].value}" for k in extrema]
 
@@ -461,7 +465,7 @@ def _column_loops(kernel: Kernel, stmts: list, reductions: list, extrema: list) 
     def update(k):
         o, v = kernel.outputs[k], f"v{kernel.outputs[k].value}"
         if o.reduce not in ("max", "min"):
-            return _update(o.reduce, f"acc{k}", v)
+            return _update(o.reduce, f"acc{k}", v, _acc_type(o.reduce, o.dtype))
         cond = f"{v} {'>' if o.reduce == 'max' else '<'} acc{k}"
         return f"acc{k} = select({f'({cond}) | ({v} != {v})' if k in extrema else cond}, {v}, acc{k})"
 

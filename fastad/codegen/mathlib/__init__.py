@@ -14,7 +14,7 @@ fastad.codegen.mathlib import exp_f32``), one function per dtype:
     exp_short                                              -> exp for |x| <= EXP_SHORT32/64
     pow                                                    -> pow_f32(x, y), pow_f64(x, y)
     floordiv, mod (numpy's divmod), ipow, upow (integers)  -> intops.py
-    stack_array, opaque, select (kernel plumbing, not math) -> scratch.py
+    stack_array, opaque, select, acc_add, acc_mul (kernel plumbing, not math) -> scratch.py
 Arguments must already have exactly the function's dtype (float32 for
 ``_f32``); anything else is a numba TypingError.  Special values (±0, ±inf,
 nan, overflow, underflow, domain errors, pow's integer-exponent rules) follow
@@ -50,12 +50,12 @@ from .f32 import EXP_SHORT32, TRIG_LIMIT32, TRIG_SHORT32
 from .f64 import *  # noqa: F401,F403
 from .f64 import EXP_SHORT64, TRIG_LIMIT64, TRIG_SHORT64
 from .intops import floordiv_f32, floordiv_f64, ipow, mod_f32, mod_f64, upow
-from .scratch import opaque, select, stack_array
+from .scratch import acc_add, acc_mul, opaque, select, stack_array
 
 _UNARY = ("exp", "expm1", "log", "log1p", "sin", "cos", "tan", "tanh", "sigmoid", "sincos",
           "sin_short", "cos_short", "tan_short", "sincos_short", "exp_short")
 __all__ = [f"{name}_{sfx}" for name in _UNARY + ("pow", "floordiv", "mod") for sfx in ("f32", "f64")]
-__all__ += ["stack_array", "opaque", "select", "ipow", "upow",
+__all__ += ["stack_array", "opaque", "select", "acc_add", "acc_mul", "ipow", "upow",
             "TRIG_SHORT32", "TRIG_SHORT64", "EXP_SHORT32", "EXP_SHORT64"]
 
 

@@ -1,4 +1,4 @@
-"""mathlib.scratch: stack memory and an optimization barrier for Numba-generated kernels.
+"""mathlib.scratch: stack memory, an optimization barrier and reduction steps for Numba-generated kernels.
 
 `stack_array(n, dtype)` returns a `CPointer(dtype)` to `n` elements (an integer literal) of
 uninitialized memory in the calling function's stack frame. Kernels compile with `_nrt=False`
@@ -15,13 +15,18 @@ a value that LLVM cannot see through stops that.
 `select(cond, a, b)` is `a if cond else b` as one LLVM `select` (numbers of one type): no branch,
 so a loop that stores it back to where `b` came from stores unconditionally and vectorizes
 without masked stores.
+
+`acc_add(acc, v)` and `acc_mul(acc, v)` are `acc + v` and `acc * v` (floats of one type) as one
+`fadd`/`fmul` with LLVM's `reassoc` flag, the only arithmetic in a kernel that may be
+reassociated: a reduction's chain of them vectorizes (partial sums per lane), while every other
+operation is compiled without fast-math and rounds as numpy does.
 """
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["stack_array", "opaque", "select"]
+__all__ = ["stack_array", "opaque", "select", "acc_add", "acc_mul"]
 
 
 @intrinsic
@@ -66,3 +71,20 @@ def select(typingctx, cond, a, b):
     def codegen(context, builder, sig, args):
         return builder.select(args[0], args[1], args[2])
     return a(cond, a, b), codegen
+
+
+def _reassociable(op: str):
+    def impl(typingctx, acc, v):
+        if not (isinstance(acc, types.Float) and acc == v):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return getattr(builder, op)(args[0], args[1], flags=("reassoc",))
+        return acc(acc, v), codegen
+    impl.__name__ = "acc_" + op[1:]
+    impl.__doc__ = f"acc {'+' if op == 'fadd' else '*'} v, reassociable (see the module docstring)."
+    return intrinsic(impl)
+
+
+acc_add = _reassociable("fadd")
+acc_mul = _reassociable("fmul")
