@@ -155,6 +155,27 @@ def test_runtime_options_keep_subnormals_in_the_ptx():
     assert cg.compile_with_nvrtc(src, options=opts)[:4] == b"\x7fELF"          # a cubin for sm_90
 
 
+def test_a_multiply_and_an_add_round_twice_as_numpy_does():
+    """Kernels compile with -fmad=false (`arithmetic_options`): x * y + z is a multiply and an
+    add, each rounded (numpy's bits), not one FMA. nvcc with the same options shows it in the
+    PTX, and the same source under -fmad=true does contract (so the check can see an FMA)."""
+    from fastad.codegen.cuda_compile import arithmetic_options, defines
+    if cg.nvcc_path() is None:
+        pytest.skip("nvcc not found")
+    k = Kernel(1, 0, (Input(F32, "1"), Input(F32, "1"), Input(F32, "1")), (),
+               (Stmt("load", (), F32, 0), Stmt("load", (), F32, 1), Stmt("load", (), F32, 2),
+                Stmt("mul", (0, 1), F32), Stmt("add", (3, 2), F32)), (Output(4, F32),))
+    src = cg.render(k).source
+    opts = arithmetic_options()
+    assert "-fmad=false" in opts and "-fmad=false" in cg.nvrtc_options(32, False, "sm_90")
+    fma = re.compile(r"\bfma\.rn\.f32")
+    ptx = cg.compile_with_nvcc([src], options=opts + defines(32))
+    assert "mul.rn.f32" in ptx and "add.rn.f32" in ptx and not fma.search(ptx)
+    contracted = cg.compile_with_nvcc([src], options=tuple(o.replace("-fmad=false", "-fmad=true") for o in opts)
+                                      + defines(32))
+    assert fma.search(contracted)
+
+
 def test_nvrtc_arch_choice():
     assert cg.nvrtc_arch("90", (75, 80, 90, 100)) == "sm_90"
     assert cg.nvrtc_arch(120, (75, 80, 90, 100)) == "compute_100"       # newer GPU: PTX, JIT by the driver

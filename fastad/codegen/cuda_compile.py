@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from typing import Sequence
 
-__all__ = ["defines", "nvrtc_options", "nvrtc_arch", "compile_with_nvrtc", "nvrtc_version",
+__all__ = ["defines", "arithmetic_options", "nvrtc_options", "nvrtc_arch", "compile_with_nvrtc", "nvrtc_version",
            "nvrtc_supported_archs", "nvcc_path", "compile_with_nvcc"]
 
 
@@ -27,6 +27,16 @@ def defines(index_bits: int = 32, fast_math: bool = False) -> tuple[str, ...]:
     return tuple(opts)
 
 
+def arithmetic_options() -> tuple[str, ...]:
+    """How kernels round (NVRTC and nvcc alike): every operation as numpy's, one by one.
+
+    Subnormals are kept (-ftz=false); division and square root are IEEE; a multiply and an
+    add stay two roundings (-fmad=false: no contraction into an FMA), so plain arithmetic gives
+    the numpy reference's bits, as the CPU kernels do. The math functions (expf, ...) keep their
+    own FMAs, written into their code; they differ from the CPU's in the last bit or two."""
+    return ("-ftz=false", "-prec-div=true", "-prec-sqrt=true", "-fmad=false")
+
+
 def nvcc_path() -> str | None:
     """The nvcc binary ($NVCC, then PATH, then /usr/local/cuda/bin), or None."""
     for cand in (os.environ.get("NVCC"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
@@ -36,10 +46,10 @@ def nvcc_path() -> str | None:
 
 
 def compile_with_nvcc(sources: Sequence[str], *, files: Sequence[str | os.PathLike] = (),
-                      options: Sequence[str] = (), arch: str = "sm_90", timeout: float = 300) -> None:
+                      options: Sequence[str] = (), arch: str = "sm_90", timeout: float = 300) -> str:
     """Compile rendered `sources` as ONE translation unit (duplicates dropped), plus each of
-    `files` as its own unit, in a single `nvcc --ptx` call. Raises RuntimeError with nvcc's
-    output on failure, FileNotFoundError when nvcc is missing.
+    `files` as its own unit, in a single `nvcc --ptx` call; returns the PTX of every unit.
+    Raises RuntimeError with nvcc's output on failure, FileNotFoundError when nvcc is missing.
 
     Other tests use this to check kernels the scheduler builds:
     `compile_with_nvcc([render(k).source for k in kernels])`.
@@ -56,13 +66,14 @@ def compile_with_nvcc(sources: Sequence[str], *, files: Sequence[str | os.PathLi
         for f in files:
             units.append(str(pathlib.Path(f).resolve()))
         if not units:
-            return
+            return ""
         out = pathlib.Path(tmp) / "ptx"
         out.mkdir()
         cmd = [nvcc, "--ptx", f"-arch={arch}", "-odir", str(out), *options, *units]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if res.returncode != 0:
             raise RuntimeError(f"nvcc failed ({' '.join(cmd)}):\n{res.stderr}{res.stdout}")
+        return "\n".join(f.read_text() for f in sorted(out.glob("*.ptx")))
 
 
 def nvrtc_options(index_bits: int = 32, fast_math: bool = False, arch: str = "sm_90") -> tuple[str, ...]:
@@ -74,8 +85,8 @@ def nvrtc_options(index_bits: int = 32, fast_math: bool = False, arch: str = "sm
     the runtime compiles with these options itself and loads the cubin with cupy.cuda.function.Module.
     `arch`: sm_XX (cubin) or compute_XX (PTX, for a GPU newer than this NVRTC knows).
     """
-    return (f"-arch={arch}", "--device-as-default-execution-space", "-ftz=false", "-prec-div=true",
-            "-prec-sqrt=true", "-fmad=true") + defines(index_bits, fast_math)
+    return (f"-arch={arch}", "--device-as-default-execution-space") + arithmetic_options() \
+        + defines(index_bits, fast_math)
 
 
 def nvrtc_arch(compute_capability: str | int, supported: Sequence[int]) -> str:
