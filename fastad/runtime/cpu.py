@@ -183,6 +183,47 @@ def reduced_split(kernel, shape: tuple, elements: int) -> int:
     return max(1, min(CHUNKS, shape[1], int(amount // _least_slice())))
 
 
+def _c_scalars(kernel, scalars) -> list:
+    """A kernel's constants as its C arguments: complex as (real, imag), bool as uint8, ints as int."""
+    out = []
+    for v, d in zip(scalars, kernel.scalars):
+        if d.kind == "c":
+            v = complex(v)
+            out += [v.real, v.imag]
+        else:
+            out.append(int(v) if d.kind in "biu" else float(v))
+    return out
+
+
+def _with_scalars(args: list, at: int, kernel, scalars) -> list:
+    """`args` (a launch's C arguments) with the constants from slot `at` on replaced."""
+    new = _c_scalars(kernel, scalars)
+    return args[:at] + new + args[at + len(new):]
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    """Whether two launches' constants are the same values of the same types (0.0 and -0.0, or
+    1 and True, differ; a NaN equals a NaN)."""
+    if a is b:
+        return True
+    if len(a) != len(b):
+        return False
+    try:
+        for x, y in zip(a, b):
+            if x is y:
+                continue
+            if type(x) is not type(y):
+                return False
+            if x == y:
+                if x == 0 and repr(x) != repr(y):   # signed zeros
+                    return False
+            elif x == x or y == y:   # unequal, and not both NaN
+                return False
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 class CpuBackend:
     xp = np
     donates = True   # compiled kernels may write an output over a donated input (`Output.into`)
@@ -192,7 +233,7 @@ class CpuBackend:
         self._pending: dict = {}          # kernel key -> Future of build_in_background
         self._failed: set = set()         # kernel keys whose background compile failed: numpy tier
         self._seen: dict[str, int] = {}
-        self._launchers: dict = {}        # (kernel, layout, constants) -> bound launch (`_bind_launch`)
+        self._launchers: dict = {}        # (kernel, layout) -> bound launch (`_bind_launch`)
         self._launchers_lock = threading.Lock()
         self._threads = _thread_count()
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="fastad") if self._threads > 1 else None
@@ -221,34 +262,35 @@ class CpuBackend:
         # the entry point reads flat[offset + ...]: a strided buffer is copied first
         buffers = [flat if flat.ndim == 1 and (flat.strides[0] == flat.itemsize or flat.size <= 1)
                    else np.ascontiguousarray(flat).reshape(-1) for flat, _, _ in inputs]
-        # a launch with the same layout and constants as an earlier one reuses its bound arguments
-        key = (kernel.key, tuple(shape), tuple([(off, tuple(st)) for _, off, st in inputs]), tuple(scalars))
-        try:
-            bound = self._launchers.get(key)
-        except TypeError:   # an unhashable constant: bound for this call only
-            key, bound = None, None
+        # a launch with the same layout as an earlier one reuses its bound arguments, and packs
+        # only its constants again where they changed (a learning rate, a step-dependent value)
+        key = (kernel.key, tuple(shape), tuple([(off, tuple(st)) for _, off, st in inputs]))
+        scalars = tuple(scalars)
+        bound = self._launchers.get(key)
         if bound is None:
             bound = self._bind_launch(kernel, shape, inputs, scalars, key, trampolines=False)
         elif bound[1]:
             bound[1] -= 1
             if not bound[1]:   # a launch that repeats (a training loop): bind it through a trampoline
                 bound = self._bind_launch(kernel, shape, inputs, scalars, key, trampolines=True)
+        if not _same(bound[2], scalars):
+            bound = [bound[0].rebind(scalars), bound[1], scalars]
+            self._launchers[key] = bound
         return bound[0](buffers)
 
     def _bind_launch(self, kernel, shape, inputs, scalars, key, trampolines: bool) -> list:
-        """[launch, calls left before trampolines] for `run_kernel` (flat outputs), remembered for the
-        most recent layouts (`key` None: not remembered). The first calls of a layout go through
+        """[launch, calls left before trampolines, its constants] for `run_kernel` (flat outputs),
+        remembered for the most recent layouts. The first calls of a layout go through
         ctypes: a trampoline is generated with llvmlite, which a warm process otherwise never
         imports (about 50 ms) and which pays off only for a launch that repeats."""
         n_kept = math.prod(shape[: kernel.ndim - kernel.reduce_ndim])
         sizes = [(n_kept if o.reduce else math.prod(shape),) for o in kernel.outputs]
         bound = [self.replay_launcher(kernel, shape, [(off, st) for _, off, st in inputs], scalars, sizes,
-                                      trampolines=trampolines), 0 if trampolines else TRAMPOLINE_AFTER]
-        if key is not None:
-            with self._launchers_lock:
-                self._launchers[key] = bound
-                while len(self._launchers) > 512:
-                    self._launchers.pop(next(iter(self._launchers)))   # the oldest binding
+                                      trampolines=trampolines), 0 if trampolines else TRAMPOLINE_AFTER, scalars]
+        with self._launchers_lock:
+            self._launchers[key] = bound
+            while len(self._launchers) > 512:
+                self._launchers.pop(next(iter(self._launchers)))   # the oldest binding
         return bound
 
     def replay_launcher(self, kernel, shape, inputs, scalars, out_shapes, trampolines: bool = True,
@@ -257,6 +299,8 @@ class CpuBackend:
         replays, and every compiled `run_kernel` launch): `launch(buffers)` returns the outputs
         shaped as `out_shapes`, or None if a buffer is not C-contiguous (`run_kernel` copies
         such buffers first). A kernel that raised runs again on the numpy tier.
+        `launch.rebind(scalars)` is the same launch with other constants (a learning rate, a
+        bias correction that changes every step): only the constants' slots are packed again.
         None while the kernel is not compiled yet. `inputs` are (offset, strides) per input (node
         buffers are C-contiguous; a broadcast constant read from state is not). A kernel that
         runs in one slice is called through a trampoline (`fastad.runtime.trampoline`): one
@@ -286,14 +330,11 @@ class CpuBackend:
             args += [0, int(offset)] + [int(s) for s, c in zip(strides, inp.pattern) if c == "n"]
         out_at = list(range(len(args), len(args) + len(outs)))
         args += [0] * len(outs)
-        for v, d in zip(scalars, kernel.scalars):   # C scalars: complex as (real, imag), bool as uint8
-            if d.kind == "c":
-                v = complex(v)
-                args += [v.real, v.imag]
-            else:
-                args.append(int(v) if d.kind in "biu" else float(v))
+        scalar_at = len(args)
+        args += _c_scalars(kernel, scalars)
         part_at = list(range(len(args), len(args) + len(entry.full)))
         kinds = ["ptr", "ptr", "int64", "int64"] + c_arguments(kernel)
+        scalar_kinds = kinds[4 + scalar_at: 4 + part_at[0]] if part_at else kinds[4 + scalar_at:]
         for i in in_at + out_at + part_at:
             kinds[4 + i] = "obj"
         slices = slice_count(kernel, rows, elements)
@@ -302,16 +343,10 @@ class CpuBackend:
         call = trampoline.caller(tuple(kinds)) if trampolines and single and not donated else None
         # a launch that repeats runs its slices through a native driver: one ctypes call per
         # thread, claiming slices without the GIL (`trampoline.slice_driver`)
-        driver = None
+        drive = None
         if trampolines and slices > 1:
             plain = ["ptr", "ptr", "int64", "int64"] + c_arguments(kernel)   # addresses, not ids
             drive = trampoline.slice_driver(tuple(plain), len(part_at))
-            if drive is not None:
-                driven = np.array([0, 0, 0, 0] + [0 if i in in_at or i in out_at else
-                                                  trampoline.pack_scalar(v, k)
-                                                  for i, (v, k) in enumerate(zip(args, plain[4:]))]
-                                  + [0] * len(part_at), np.int64)
-                driver = (drive, driven, [4 + i for i in in_at + out_at])
         fn, slots = entry.fn, entry.slots
         full, acc, name, address, pooled = entry.full, entry.acc, kernel.name, entry.address, buffer_pool.empty
 
@@ -336,57 +371,79 @@ class CpuBackend:
             def outputs():
                 return [empty(oshape, dt) for oshape, dt in shapes]
 
-        def rerun(buffers):
-            # the kernel raised (e.g. an integer to a negative power): the numpy tier defines the
-            # semantics, so it runs the kernel again and raises numpy's error or returns its result
-            flat = [(b.reshape(-1), off, st) for b, (off, st) in zip(buffers, inputs)]
-            return [r.reshape(oshape) for r, (oshape, _, _, _) in zip(interpret(kernel, shape, flat, scalars), outs)]
+        call_address = address
+        if call is not None and elements <= trampoline.GIL_HELD_MAX_ELEMENTS:
+            bound = trampoline.bound_caller(tuple(kinds), address)   # a builtin call where the kernel is short
+            if bound is not None:
+                call, call_address = bound, None
 
-        if call is not None:
-            packed = np.array([slots, slots + 16, 0, rows]
-                              + [trampoline.pack_scalar(v, k) for v, k in zip(args, kinds[4:])]
-                              + [0] * len(part_at), np.int64)
-            in_at, out_at, part_at = ([4 + i for i in at] for at in (in_at, out_at, part_at))
+        def bind(scalars, args, packed_from=None):
+            """The launch for constants `scalars` (C arguments `args`); `packed_from`: a trampoline
+            launch of the same layout whose argument array is copied with these constants."""
+            def rerun(buffers):
+                # the kernel raised (e.g. an integer to a negative power): the numpy tier defines the
+                # semantics, so it runs the kernel again and raises numpy's error or returns its result
+                flat = [(b.reshape(-1), off, st) for b, (off, st) in zip(buffers, inputs)]
+                return [r.reshape(oshape) for r, (oshape, _, _, _)
+                        in zip(interpret(kernel, shape, flat, scalars), outs)]
 
-            if elements <= trampoline.GIL_HELD_MAX_ELEMENTS:   # a builtin call where the kernel is short
-                bound = trampoline.bound_caller(tuple(kinds), address)
-                if bound is not None:
-                    call, address = bound, None
-            return trampoline.packed_launch(
-                call, address, packed, in_at, [(out_at[k], oshape, dt, pool, count, k in unread)
-                                               for k, (oshape, dt, pool, count) in enumerate(outs)],
-                list(zip(part_at, acc, full)), rerun, (name, CPU, elements), buffer_pool.empty,
-                check_layout=elements > 1)
+            if call is not None:
+                packed = [trampoline.pack_scalar(v, k) for v, k in zip(args[scalar_at:], scalar_kinds)]
+                at = list(range(4 + scalar_at, 4 + scalar_at + len(packed)))
+                if packed_from is not None:
+                    launch = packed_from.repack(at, packed, rerun)
+                else:
+                    template = np.array([slots, slots + 16, 0, rows]
+                                        + [trampoline.pack_scalar(v, k) for v, k in zip(args, kinds[4:])]
+                                        + [0] * len(part_at), np.int64)
+                    launch = trampoline.packed_launch(
+                        call, call_address, template, [4 + i for i in in_at],
+                        [(4 + out_at[k], oshape, dt, pool, count, k in unread)
+                         for k, (oshape, dt, pool, count) in enumerate(outs)],
+                        list(zip([4 + i for i in part_at], acc, full)), rerun, (name, CPU, elements),
+                        buffer_pool.empty, check_layout=elements > 1)
+                launch.rebind = lambda new: bind(new, _with_scalars(args, scalar_at, kernel, new), launch)
+                return launch
+            driver = None
+            if drive is not None:
+                driven = np.array([0, 0, 0, 0] + [0 if i in in_at or i in out_at else
+                                                  trampoline.pack_scalar(v, k)
+                                                  for i, (v, k) in enumerate(zip(args, plain[4:]))]
+                                  + [0] * len(part_at), np.int64)
+                driver = (drive, driven, [4 + i for i in in_at + out_at])
 
-        def launch(buffers):
-            a = list(args)
-            for i, b in zip(in_at, buffers):
-                if not b.flags.c_contiguous:
-                    return None
-                a[i] = data_address(b)
-            results = outputs_over(buffers) if donated else outputs()
-            for i, r in zip(out_at, results):
-                a[i] = data_address(r)
-            if profile._active:
-                profile.record_launch(name, CPU, elements, tier="numba")
-            if split > 1:
-                return self._launch_split(kernel, entry, shape, split, a, in_at, out_at, inputs, results) or \
-                    rerun(buffers)
-            if single:   # one slice on this thread, as `_launch` would run it, without its set-up
-                parts = [np.empty(1, d) for d in acc]
-                if fn(slots, slots + 16, 0, rows, *a, *[data_address(p) for p in parts]) not in (0, -2):
+            def launch(buffers):
+                a = list(args)
+                for i, b in zip(in_at, buffers):
+                    if not b.flags.c_contiguous:
+                        return None
+                    a[i] = data_address(b)
+                results = outputs_over(buffers) if donated else outputs()
+                for i, r in zip(out_at, results):
+                    a[i] = data_address(r)
+                if profile._active:
+                    profile.record_launch(name, CPU, elements, tier="numba")
+                if split > 1:
+                    return self._launch_split(kernel, entry, shape, split, a, in_at, out_at, inputs, results) or \
+                        rerun(buffers)
+                if single:   # one slice on this thread, as `_launch` would run it, without its set-up
+                    parts = [np.empty(1, d) for d in acc]
+                    if fn(slots, slots + 16, 0, rows, *a, *[data_address(p) for p in parts]) not in (0, -2):
+                        return rerun(buffers)
+                    for p, k in zip(parts, full):
+                        results[k][()] = p[0]
+                    return results
+                parts = self._launch(entry, rows, slices, a) if driver is None else \
+                    self._drive(entry, rows, slices, a, driver)
+                if parts is None:
                     return rerun(buffers)
-                for p, k in zip(parts, full):
-                    results[k][()] = p[0]
+                for j, k in enumerate(full):
+                    results[k].reshape(-1)[0] = merge_partials(kernel, k, list(parts[j]))
                 return results
-            parts = self._launch(entry, rows, slices, a) if driver is None else \
-                self._drive(entry, rows, slices, a, driver)
-            if parts is None:
-                return rerun(buffers)
-            for j, k in enumerate(full):
-                results[k].reshape(-1)[0] = merge_partials(kernel, k, list(parts[j]))
-            return results
-        return launch
+            launch.rebind = lambda new: bind(new, _with_scalars(args, scalar_at, kernel, new))
+            return launch
+
+        return bind(tuple(scalars), args)
 
     def _launch(self, entry: Native, rows: int, n: int, args) -> list:
         """Run the entry point over the rows in `n` slices (`slice_count`); returns one array of

@@ -244,7 +244,8 @@ def packed_launch(call, address: int, packed, in_at, outs, parts, rerun, launch_
     """A kernel launch through `call`, generated as straight-line Python for one layout:
     `launch(buffers)` -> the outputs, or None if a buffer is not C-contiguous. `call` is
     `caller`'s ctypes function for the kernel at `address`, or (`address` None) a
-    `bound_caller` builtin.
+    `bound_caller` builtin. `launch.repack(slots, values, rerun)` is the same launch with
+    `packed[slots]` = values (other constants), without generating it again.
 
     `packed`: the argument array with everything but the arrays filled in (a call packs into a
     copy of its own, so calls from several threads never share one); `in_at`: the slots of
@@ -259,13 +260,14 @@ def packed_launch(call, address: int, packed, in_at, outs, parts, rerun, launch_
     kernel reads one element of each input, so any buffer's layout will do (no contiguity test)."""
     from .. import profiling
     ins = [f"b{i}" for i in range(len(in_at))]
-    lines = ["def launch(buffers):", f"    {', '.join(ins)}, = buffers" if ins else "    pass"]
+    lines = ["def make(packed, rerun):", "  spare = []",
+             "  def launch(buffers):", f"    {', '.join(ins)}, = buffers" if ins else "    pass"]
     if check_layout:   # e.g. a broadcast constant read from state
         lines += [f"    if not {b}.flags.c_contiguous: return None" for b in ins]
     lines.append("    a = spare.pop() if spare else packed.copy()")
     lines += [f"    a[{i}] = id({b})" for i, b in zip(in_at, ins)]
-    names = {"spare": [], "packed": packed, "empty": np.empty, "pooled": pooled, "call": call,
-             "address": address, "rerun": rerun, "profiling": profiling, "record": launch_record}
+    names = {"empty": np.empty, "pooled": pooled, "call": call,
+             "address": address, "profiling": profiling, "record": launch_record}
     scratch = []    # the unread outputs' arrays: alive as long as the launch
     unread_at = {k for k, (_, _, _, pool, _, unread) in enumerate(outs) if unread and not pool}
     for k, (slot, shape, dtype, pool, count, unread) in enumerate(outs):
@@ -290,8 +292,19 @@ def packed_launch(call, address: int, packed, in_at, outs, parts, rerun, launch_
               "    spare.append(a)",
               "    if status != 0 and status != -2: return rerun(buffers)"]
     lines += [f"    r{k}[()] = p{j}[0]" for j, (_, _, k) in enumerate(parts) if k not in unread_at]  # 1 element
-    lines.append(f"    return [{', '.join(f'r{k}' for k in range(len(outs)))}]")
+    lines += [f"    return [{', '.join(f'r{k}' for k in range(len(outs)))}]", "  return launch"]
     source = "\n".join(lines) + "\n"
     exec(compile(source, "<fastad launch>", "exec"), names)
-    names["launch"].source = source
-    return names["launch"]
+    make = names["make"]
+
+    def build(template, rerun):
+        launch = make(template, rerun)
+        launch.source, launch.packed = source, template
+
+        def repack(slots, values, rerun):
+            other = template.copy()   # scratch slots included: the arrays stay alive with `scratch`
+            other[slots] = values
+            return build(other, rerun)
+        launch.repack = repack
+        return launch
+    return build(packed, rerun)
