@@ -16,6 +16,7 @@ __all__ = [
     "DType", "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
     "uint64", "float32", "float64", "complex64", "complex128", "result_type",
     "to_dtype", "default_float", "default_int", "scalar_dtype", "can_cast", "finfo", "iinfo",
+    "accumulator",
 ]
 
 
@@ -132,6 +133,19 @@ def scalar_dtype(value, other: DType) -> DType:
             return other
         return complex128 if other is float64 else complex64
     raise TypeError(f"unsupported scalar type: {type(value).__name__}")
+
+
+def accumulator(reduce: str, d: DType) -> DType:
+    """The dtype a `reduce` ("sum", "prod", "max", "min") of dtype-`d` values accumulates in, on
+    every tier (the numpy reference, the interpreter, compiled CPU and CUDA kernels): float32 and
+    complex64 sums and products accumulate in double precision and round once at the end. No
+    tier can repeat another's order of float32 additions (numpy's pairwise blocks, vector lanes,
+    GPU trees); in double precision the orders agree to far below a float32 rounding step, so
+    the tiers give the same float32 result (barring a double sum within its own rounding error
+    of a float32 rounding boundary)."""
+    if reduce in ("sum", "prod"):
+        return {"float32": float64, "complex64": complex128}.get(d.name, d)
+    return d
 
 
 def can_cast(src: DType, dst: DType) -> builtins_bool:

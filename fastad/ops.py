@@ -403,8 +403,10 @@ def _extremum_vjp(c, g):
 
 
 def _reduce(name, ref, identity, vjp, domain="numeric"):
-    defop(name, REDUCE, 1, domain=domain, ref=lambda x, arg: ref(x, axis=arg).astype(x.dtype),
-          vjp=vjp, reduce_identity=identity,
+    def reference(x, arg):
+        acc = dt.accumulator(name, dt.to_dtype(x.dtype)).np   # (float32 sums add up in float64)
+        return (ref(x, axis=arg) if acc == x.dtype else ref(x, axis=arg, dtype=acc)).astype(x.dtype)
+    defop(name, REDUCE, 1, domain=domain, ref=reference, vjp=vjp, reduce_identity=identity,
           shape=lambda srcs, axes: tuple(d for i, d in enumerate(srcs[0].shape) if i not in axes))
 
 

@@ -484,7 +484,9 @@ def test_source_and_cache_key_ignore_sizes():
 def test_plan_choices():
     full = cg.render(reduce_kernel(dt.float32, "1", 1, ("sum",)))
     p = full.plan((10_000_000,), sm_count=132)
-    assert (p.group, p.finish, p.index_bits, p.rows) == (2, 1, 32, 1) and p.chunks > 1
+    assert (p.group, p.finish, p.index_bits, p.rows) == (2, 2, 32, 1) and p.chunks > 1   # double partials
+    p64 = cg.render(reduce_kernel(dt.float64, "1", 1, ("sum",))).plan((10_000_000,), sm_count=132)
+    assert (p64.group, p64.finish) == (2, 1) and p64.chunks > 1                        # atomic
     pd = full.plan((10_000_000,), sm_count=132, deterministic=True)
     assert pd.finish == 2 and pd.finish_grid == (1, 1, 1)
     assert full.plan((10_000_000,), sm_count=66, deterministic=True) == pd   # device-independent

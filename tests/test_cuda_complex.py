@@ -270,7 +270,7 @@ def test_complex_sum_and_prod(emu, key, strategy, deterministic):
 def test_complex64_sums_accumulate_in_complex128(emu):
     """A thread adds thousands of values: complex64's running total would lose what numpy keeps."""
     kernel = REDUCE_KERNELS[("complex64", "1", 1)]
-    assert cg.acc_dtype("sum", dt.complex64) == "complex128" and cg.acc_dtype("prod", dt.complex64) == "complex64"
+    assert cg.acc_dtype("sum", dt.complex64) == "complex128" and cg.acc_dtype("prod", dt.complex64) == "complex128"
     n = 1 << 16
     x = (np.full(n, 1 + 1j) + np.arange(n) * 1e-3j).astype(np.complex64)
     _, s, _ = emu.run(kernel, (n,), [_flat(x)], force_group=0)

@@ -62,8 +62,10 @@ def test_leading_axis_reduction_runs_a_thread_per_output_with_chunks():
         plan = src.plan((4096, 100_000), sm_count=132, deterministic=det)   # bias gradient of a (100000, 4096) batch
         assert plan.group == 0, plan
         assert plan.grid[0] == 16 and plan.grid[1] == plan.chunks > 1
-        assert plan.finish == (2 if det else 1)
+        assert plan.finish == 2   # float32 sums add up in double (`dtypes.accumulator`): two passes
         assert plan.cols // plan.chunks >= cg.COLUMN_CHUNK
+        wide = cg.render(COLUMN64).plan((4096, 100_000), sm_count=132, deterministic=det)
+        assert wide.finish == (2 if det else 1)   # float64 sums may combine atomically
     # few outputs: too few neighbouring rows to fill a warp, the row-major strategies stay
     assert src.plan((8, 1_000_000), sm_count=132).group == 2
     # a contiguous row reduction keeps a warp or block per row
@@ -101,14 +103,29 @@ def test_deterministic_column_sums_repeat_bit_for_bit(emu):
 
 
 # ---------------------------------------------------------------------------
-# float32 sums accumulate in double
+# float32 sums and products accumulate in double, as on every tier
 # ---------------------------------------------------------------------------
 
 def test_float32_sum_accumulator_is_double():
     src = cg.render(FULL).source
     assert "double a0 = FaSum::identity<double>();" in src
     assert cg.acc_dtype("sum", F32) == "float64" and cg.acc_dtype("max", F32) == "float32"
-    assert cg.acc_dtype("prod", F32) == "float32"   # products keep numpy's float32 overflow
+    assert cg.acc_dtype("prod", F32) == "float64"   # dtypes.accumulator: one rule for every tier
+    assert cg.acc_dtype("sum", dt.complex64) == "complex128" and cg.acc_dtype("sum", dt.int8) == "int64"
+
+
+def test_float32_sums_combine_in_double_and_round_once(emu):
+    """No float32 running total anywhere: thread, block and chunk partials are double and the
+    two-pass finish rounds once, so every strategy and both modes give the float64 sum rounded
+    to float32 (the CPU tiers' result)."""
+    assert not cg.render(FULL).atomic_ok and cg.render(COLUMN64).atomic_ok
+    x = (np.random.default_rng(2).standard_normal(50_000) * 100 + 3).astype(np.float32)
+    want = np.float32(x.astype(np.float64).sum())
+    for det in (False, True):
+        for strategy in (dict(force_group=0), dict(force_group=1), dict(force_group=2, force_chunks=1),
+                         dict(force_group=2, force_chunks=5)):
+            (s,) = emu.run(FULL, (50_000,), [(x, 0, (1,))], deterministic=det, **strategy)
+            assert s[0] == want, (det, strategy, s[0], want)
 
 
 @pytest.mark.parametrize("strategy", [dict(force_group=0), dict(force_group=2, force_chunks=1),

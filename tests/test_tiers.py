@@ -273,3 +273,37 @@ def test_only_reduction_steps_are_reassociable_and_they_vectorize():
     flagged = [ln for ln in ir.splitlines() if "reassoc" in ln]
     assert flagged and all(" fadd reassoc " in ln for ln in flagged), flagged[:5]
     assert any("<" in ln for ln in flagged), "the sum did not vectorize"
+
+
+# sizes on the small-graph path, the interpreter's one block and several, and compiled serial and sliced
+SUM_SIZES = [200, 1000, 300_000]
+
+
+@pytest.mark.parametrize("d", [dt.float32, dt.complex64], ids=lambda d: d.name)
+@pytest.mark.parametrize("axis", [None, 0, 1], ids=["all", "axis0", "axis1"])
+def test_float32_sums_and_products_agree_on_every_tier(d, axis, monkeypatch):
+    """float32 (complex64) sums and products accumulate in double precision on every tier
+    (`dtypes.accumulator`) and round once, so the small-graph path, the interpreter and the
+    compiled kernels (row form, column form, sliced) give the same bits, and those of the
+    double-precision sum rounded to float32."""
+    monkeypatch.setattr(settings, "background_compile", False, raising=False)
+    rng = np.random.default_rng(5)
+    for n in SUM_SIZES:
+        shape = (n,) if axis is None else (n // 100 or 2, 100)
+        x = (rng.standard_normal(shape) * 100 + 3).astype(d.np)
+        if d.kind == "c":
+            x = x + 1j * (rng.standard_normal(shape) * 50).astype(np.float32)
+        near_one = (1 + x / 20000).astype(d.np)   # keeps products finite
+        wide = dt.accumulator("sum", d).np
+        want_sum = (x * d.np.type(1.5)).astype(wide).sum(axis=axis).astype(d.np)
+        want_prod = near_one.astype(wide).prod(axis=axis).astype(d.np)
+        got = {}
+        for mode in ("reference", "jit", "auto"):
+            monkeypatch.setattr(settings, "cpu_mode", mode)
+            t, u = fa.asarray(x), fa.asarray(near_one)
+            s, p = fa.sum(t * 1.5, axis=axis), fa.prod(u, axis=axis)
+            got[mode] = (s.numpy(), p.numpy())
+        for mode, (s, p) in got.items():
+            assert s.dtype == d.np and p.dtype == d.np
+            np.testing.assert_array_equal(s, want_sum, err_msg=f"sum, {mode}, n={n}")
+            np.testing.assert_array_equal(p, want_prod, err_msg=f"prod, {mode}, n={n}")

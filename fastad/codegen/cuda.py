@@ -104,7 +104,10 @@ class _Renderer:
         for inp in k.inputs:
             if len(inp.pattern) != k.ndim or set(inp.pattern) - set("01n"):
                 raise ValueError(f"{self.name}: bad input pattern {inp.pattern!r} for ndim {k.ndim}")
-        self.atomic_ok = all(_check(o.dtype).name in ATOMIC_DTYPES for o in k.outputs if o.reduce)
+        # the atomic finish adds each group's total in the output's dtype: only where that is the
+        # accumulator too (a float32 sum adds up in double on every tier: the two-pass finish)
+        self.atomic_ok = all(_check(o.dtype).name in ATOMIC_DTYPES and acc_dtype(o.reduce, o.dtype) == o.dtype.name
+                             for o in k.outputs if o.reduce)
         for o in k.outputs:
             if o.reduce and o.dtype.kind == "c" and o.reduce not in COMPLEX_REDUCE:
                 raise NotImplementedError(f"{self.name}: a {o.reduce} reduction of {o.dtype.name} has no "

@@ -15,6 +15,8 @@ import pathlib
 
 import numpy as np
 
+from ..dtypes import accumulator
+
 __all__ = ["CTYPES", "ACC_TYPES", "ATOMIC_DTYPES", "COMPLEX_CTYPES", "COMPLEX_OPS", "COMPLEX_REDUCE", "ctype", "acc_dtype", "acc_ctype",
            "identity", "kernel_template_dir", "template"]
 
@@ -25,7 +27,7 @@ CTYPES = {
     "uint64": "unsigned long long", "float32": "float", "float64": "double",
 }
 # accumulator dtype of a reduced output of each dtype (reduce.cu handles these four C types);
-# float32 sums are the exception, see `acc_dtype`
+# float32 and complex64 sums and products are the exception, see `acc_dtype`
 ACC_TYPES = {
     "bool": "uint64", "int8": "int64", "int16": "int64", "int32": "int64", "int64": "int64",
     "uint8": "uint64", "uint16": "uint64", "uint32": "uint64", "uint64": "uint64",
@@ -92,13 +94,11 @@ def ctype(d) -> str:
 
 
 def acc_dtype(reduce: str, d) -> str:
-    """Name of the accumulator dtype of a `reduce` output of dtype `d`. float32 sums accumulate in
-    double (complex64 sums in complex128): a thread may add up thousands of elements in a row, and
-    float there loses digits that numpy's pairwise sum keeps; the double add is free next to the
-    memory traffic."""
-    if reduce == "sum" and d.name in ("float32", "complex64"):
-        return {"float32": "float64", "complex64": "complex128"}[d.name]
-    return ACC_TYPES[d.name]
+    """Name of the accumulator dtype of a `reduce` output of dtype `d`. float32 and complex64 sums
+    and products accumulate in double precision, as on every tier (`dtypes.accumulator`); the
+    double add is free next to the memory traffic. Integer reductions accumulate in 64 bits."""
+    wide = accumulator(reduce, d)
+    return wide.name if wide is not d else ACC_TYPES[d.name]
 
 
 def acc_ctype(o) -> str:

@@ -17,7 +17,7 @@ Measured for the chain's value+grad at N = 10M, float32, one thread: 0.16 s of
 array operations in blocks of 65536 (numpy's own sin, exp, tanh, cos take
 0.1 s of it), against 0.47 s with a fresh array per statement in blocks of
 8192. Reductions over the whole space combine the block results in block
-order (float32 sums in float64).
+order, in the accumulator's dtype (`dtypes.accumulator`: float32 sums in float64).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import threading
 
 import numpy as np
 
+from ..dtypes import accumulator
 from ..ops import OPS
 from .buffers import pool as buffer_pool
 
@@ -80,9 +81,7 @@ def interpret(kernel, shape: tuple, inputs: list, scalars: list, xp=np, run_bloc
         run_blocks(block, len(blocks))
     for k, o in enumerate(kernel.outputs):
         if outs[k] is None:
-            parts = np.asarray(partials[k])
-            if parts.dtype == np.float32 and o.reduce in ("sum", "prod"):
-                parts = parts.astype(np.float64)   # as the compiled tier: float32 partials combine in float64
+            parts = np.asarray(partials[k])   # (in the accumulator's dtype: float64 for float32 sums)
             with np.errstate(all="ignore"):
                 outs[k] = _cast(getattr(np, _REDUCERS[o.reduce])(parts), o, np)
     return outs
@@ -210,7 +209,9 @@ def _evaluate(kernel, program: list, shape: tuple, views: list, bufs: list, xp) 
         for o in kernel.outputs:
             v = xp.broadcast_to(values[o.value], shape)
             if o.reduce:
-                v = getattr(xp, _REDUCERS[o.reduce])(v, axis=axes)
+                acc = accumulator(o.reduce, o.dtype).np   # float32 sums add up in float64
+                wide = {"dtype": acc} if o.reduce in ("sum", "prod") and acc != v.dtype else {}
+                v = getattr(xp, _REDUCERS[o.reduce])(v, axis=axes, **wide)
             outs.append(v)
     return outs
 
