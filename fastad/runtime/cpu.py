@@ -275,7 +275,8 @@ class CpuBackend:
                 bound = self._bind_launch(kernel, shape, inputs, scalars, key, trampolines=True)
         if not _same(bound[2], scalars):
             bound = [bound[0].rebind(scalars), bound[1], scalars]
-            self._launchers[key] = bound
+            with self._launchers_lock:   # (the eviction in `_bind_launch` iterates the dict)
+                self._launchers[key] = bound
         return bound[0](buffers)
 
     def _bind_launch(self, kernel, shape, inputs, scalars, key, trampolines: bool) -> list:
