@@ -278,7 +278,7 @@ def test_a_finished_process_does_not_wait_for_its_background_compile(cache_root)
 
 def test_at_exit_the_running_compile_gets_its_input_and_the_queued_ones_go_to_one_process(monkeypatch):
     import threading
-    from fastad.runtime import cpu
+    from fastad.runtime import cpu_compile
     release, spawned_jobs = threading.Event(), []
 
     def slow_build(kernel, source, spawned=None):   # stands in for a compile process that is running
@@ -286,10 +286,10 @@ def test_at_exit_the_running_compile_gets_its_input_and_the_queued_ones_go_to_on
         release.wait(30)
         return None
 
-    monkeypatch.setattr(cpu, "build_in_background", slow_build)
-    monkeypatch.setattr(cpu, "spawn", lambda jobs, wait: spawned_jobs.append((list(jobs), wait)))
-    monkeypatch.setattr(cpu, "compile_hint", lambda kernel: f"hint-{kernel}")
-    worker = cpu._CompileThread()
+    monkeypatch.setattr(cpu_compile, "build_in_background", slow_build)
+    monkeypatch.setattr(cpu_compile, "spawn", lambda jobs, wait: spawned_jobs.append((list(jobs), wait)))
+    monkeypatch.setattr(cpu_compile, "compile_hint", lambda kernel: f"hint-{kernel}")
+    worker = cpu_compile.CompileThread()
     try:
         running = worker.submit("k0", "source 0")
         queued = [worker.submit(f"k{i}", f"source {i}") for i in (1, 2, 3)]

@@ -38,13 +38,13 @@ pool size.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import math
 import os
-import queue
 import threading
 import time
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -53,8 +53,9 @@ from ..codegen.numba import merge_partials
 from .._util import contiguous
 from ..config import settings
 from ..device import CPU
+from ..dtypes import accumulator
 from .buffers import MIN_BYTES as POOL_MIN_BYTES, pool as buffer_pool
-from .cpu_compile import Native, build, build_in_background, compile_hint, load_native, spawn
+from .cpu_compile import CompileThread, Native, build, load_native
 from . import trampoline
 from .interpret import interpret
 
@@ -67,65 +68,6 @@ TRAMPOLINE_AFTER = 8   # ctypes launches of one layout before `run_kernel` binds
 
 class KernelCompileWarning(RuntimeWarning):
     """A kernel failed to compile in the background; it keeps running on the numpy tier."""
-
-
-class _CompileThread:
-    """One daemon thread running background compiles in order. A daemon, so a process that is done
-    exits at once instead of waiting for a compile: at exit the compile already started is left to
-    finish on its own (`_at_exit` waits only until it has its input), and the queued ones go to one
-    more compile process, so the next process finds every kernel in the cache."""
-
-    def __init__(self):
-        self._jobs = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._closing = False
-        self._spawned = threading.Event()
-        self._spawned.set()
-        self._thread = threading.Thread(target=self._work, name="fastad-compile", daemon=True)
-        self._thread.start()
-        register = getattr(threading, "_register_atexit", None)   # runs while daemon threads still run
-        if register is not None:
-            register(self._at_exit)
-
-    def _thread_is_daemon(self) -> bool:
-        return self._thread.daemon
-
-    def submit(self, kernel, source: str) -> Future:
-        future = Future()
-        self._jobs.put((future, kernel, source))
-        return future
-
-    def _work(self) -> None:
-        while True:
-            future, kernel, source = self._jobs.get()
-            with self._lock:
-                if self._closing or not future.set_running_or_notify_cancel():
-                    continue   # exiting: `_at_exit` hands the queue on
-                self._spawned.clear()
-            try:
-                future.set_result(build_in_background(kernel, source, spawned=self._spawned.set))
-            except BaseException as exc:   # reported where the result is taken (`_adopt`)
-                future.set_exception(exc)
-            finally:
-                self._spawned.set()
-
-    def _at_exit(self) -> None:
-        with self._lock:
-            self._closing = True
-        self._spawned.wait(timeout=10)
-        jobs = []
-        while True:
-            try:
-                future, kernel, source = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if future.cancel():
-                jobs.append((source, compile_hint(kernel)))
-        if jobs:
-            try:
-                spawn(jobs, wait=False)
-            except OSError:
-                pass   # the next process compiles them
 
 
 def _thread_count() -> int:
@@ -181,6 +123,22 @@ def reduced_split(kernel, shape: tuple, elements: int) -> int:
             or any(not o.reduce for o in kernel.outputs) or slice_count(kernel, shape[0], elements) > 1):
         return 1
     return max(1, min(CHUNKS, shape[1], int(amount // _least_slice())))
+
+
+def widened(kernel):
+    """`kernel` with each reduced output in its accumulator's dtype (`dtypes.accumulator`): the
+    kernel whose partial results a split launch merges before rounding once (`_launch_split`);
+    `kernel` itself where no output widens."""
+    found = _WIDENED.get(kernel.key)
+    if found is None:
+        outputs = tuple(dataclasses.replace(o, dtype=accumulator(o.reduce, o.dtype)) if o.reduce else o
+                        for o in kernel.outputs)
+        found = _WIDENED[kernel.key] = kernel if outputs == kernel.outputs else \
+            dataclasses.replace(kernel, outputs=outputs)
+    return found
+
+
+_WIDENED: dict = {}   # kernel key -> `widened` kernel
 
 
 def _c_scalars(kernel, scalars) -> list:
@@ -340,6 +298,11 @@ class CpuBackend:
             kinds[4 + i] = "obj"
         slices = slice_count(kernel, rows, elements)
         split = reduced_split(kernel, shape, elements) if slices == 1 else 1
+        if split > 1:   # chunks write partial columns in the accumulator's dtype: its own kernel
+            wide = widened(kernel)
+            wide_entry = entry if wide is kernel else self._compiled.get(wide.key) or self._prepare(wide, elements)
+            if wide_entry is None:
+                split = 1   # (compiling: one chunk until a later binding, `TRAMPOLINE_AFTER` calls on)
         single = slices == 1 and split == 1
         call = trampoline.caller(tuple(kinds)) if trampolines and single and not donated else None
         # a launch that repeats runs its slices through a native driver: one ctypes call per
@@ -425,8 +388,8 @@ class CpuBackend:
                 if profile._active:
                     profile.record_launch(name, CPU, elements, tier="numba")
                 if split > 1:
-                    return self._launch_split(kernel, entry, shape, split, a, in_at, out_at, inputs, results) or \
-                        rerun(buffers)
+                    return self._launch_split(wide, wide_entry, shape, split, a, in_at, out_at, inputs,
+                                              results) or rerun(buffers)
                 if single:   # one slice on this thread, as `_launch` would run it, without its set-up
                     parts = [np.empty(1, d) for d in acc]
                     if fn(slots, slots + 16, 0, rows, *a, *[data_address(p) for p in parts]) not in (0, -2):
@@ -486,7 +449,8 @@ class CpuBackend:
         """A column-form reduction in `n` chunks of its reduced dim (`reduced_split`): each chunk is
         one call over every kept index with its own row range (dim 1's extent and the inputs'
         offsets moved) and its own partial outputs, which merge in chunk order into `results`.
-        None if a chunk raised."""
+        `kernel` is the `widened` one: partials in the accumulator's dtype (float64 for float32
+        sums), so the result is rounded once, as unsplit. None if a chunk raised."""
         kept, red = shape
         calls, partials = [], []
         for c in range(n):
@@ -496,17 +460,16 @@ class CpuBackend:
             for at, (_, strides), inp in zip(in_at, inputs, kernel.inputs):
                 if inp.pattern[1] == "n":
                     a[at + 1] += lo * int(strides[1])
-            outs = [np.empty(kept, r.dtype) for r in results]
+            outs = [np.empty(kept, o.dtype.np) for o in kernel.outputs]
             for at, o in zip(out_at, outs):
                 a[at] = data_address(o)
             calls.append((0, kept, a))
             partials.append(outs)
         if not self._call_all(entry, calls):
             return None
-        for k, r in enumerate(results):
-            wide = np.float64 if r.dtype.kind == "f" else r.dtype   # float partials merge in float64
-            merged = merge_partials(kernel, k, [p[k].astype(wide, copy=False) for p in partials])
-            r.reshape(-1)[:] = merged
+        with np.errstate(all="ignore"):   # (a float32 result may overflow where its float64 sum did not)
+            for k, r in enumerate(results):
+                r.reshape(-1)[:] = merge_partials(kernel, k, [p[k] for p in partials])
         return results
 
     def _call_all(self, entry: Native, calls: list) -> bool:
@@ -587,9 +550,9 @@ class CpuBackend:
         self._compiled[kernel.key] = entry
         return entry
 
-    def _compile_thread(self) -> "_CompileThread":
+    def _compile_thread(self) -> CompileThread:
         if self._compiler is None:
-            self._compiler = _CompileThread()
+            self._compiler = CompileThread()
         return self._compiler
 
     def wait_for_compiles(self, timeout: float | None = None) -> bool:

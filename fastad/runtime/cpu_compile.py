@@ -1,7 +1,7 @@
 """runtime.cpu_compile: turn a CPU kernel into callable native code, without the caller waiting.
 
 Start at `build` (what the CPU backend calls on its own thread) and
-`build_in_background` (what its background compile thread runs).
+`build_in_background` (what its background compile thread, `CompileThread`, runs).
 
 * `build`: the native object cache first (`fastad.runtime.native`: no Numba
   import), else Numba in this process (`compile_source`), which stores the
@@ -26,13 +26,17 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import sys
+import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Native", "build", "build_in_background", "compile_hint", "compile_source", "child_main", "spawn"]
+__all__ = ["Native", "CompileThread", "build", "build_in_background", "compile_hint", "compile_source", "child_main",
+           "spawn"]
 
 
 class Native:
@@ -145,6 +149,65 @@ def _child_result(proc) -> str:
         tail = (stderr or stdout).strip().splitlines()[-3:]
         raise RuntimeError(f"compile process exited with status {proc.returncode}: {' | '.join(tail)}")
     return json.loads(lines[-1])["how"]
+
+
+class CompileThread:
+    """One daemon thread running background compiles in order. A daemon, so a process that is done
+    exits at once instead of waiting for a compile: at exit the compile already started is left to
+    finish on its own (`_at_exit` waits only until it has its input), and the queued ones go to one
+    more compile process, so the next process finds every kernel in the cache."""
+
+    def __init__(self):
+        self._jobs = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closing = False
+        self._spawned = threading.Event()
+        self._spawned.set()
+        self._thread = threading.Thread(target=self._work, name="fastad-compile", daemon=True)
+        self._thread.start()
+        register = getattr(threading, "_register_atexit", None)   # runs while daemon threads still run
+        if register is not None:
+            register(self._at_exit)
+
+    def _thread_is_daemon(self) -> bool:
+        return self._thread.daemon
+
+    def submit(self, kernel, source: str) -> Future:
+        future = Future()
+        self._jobs.put((future, kernel, source))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            future, kernel, source = self._jobs.get()
+            with self._lock:
+                if self._closing or not future.set_running_or_notify_cancel():
+                    continue   # exiting: `_at_exit` hands the queue on
+                self._spawned.clear()
+            try:
+                future.set_result(build_in_background(kernel, source, spawned=self._spawned.set))
+            except BaseException as exc:   # reported where the result is taken (`_adopt`)
+                future.set_exception(exc)
+            finally:
+                self._spawned.set()
+
+    def _at_exit(self) -> None:
+        with self._lock:
+            self._closing = True
+        self._spawned.wait(timeout=10)
+        jobs = []
+        while True:
+            try:
+                future, kernel, source = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if future.cancel():
+                jobs.append((source, compile_hint(kernel)))
+        if jobs:
+            try:
+                spawn(jobs, wait=False)
+            except OSError:
+                pass   # the next process compiles them
 
 
 def child_main() -> None:
