@@ -14,7 +14,7 @@ import numpy as np
 from .config import settings
 
 __all__ = ["expm1", "tanh", "sigmoid", "erf", "floordiv", "embed", "scatter_add", "py_slices", "matmul",
-           "matmul_row_blocks"]
+           "matmul_row_blocks", "cast"]
 
 
 def expm1(x):
@@ -122,6 +122,30 @@ def matmul(a, b):
     else:
         run_blocks(block, parts)
     return out
+
+
+INT64_LIMIT = 2.0 ** 63   # floats in [-INT64_LIMIT, INT64_LIMIT) truncate to an int64
+
+
+def cast(x, dtype):
+    """x.astype(dtype), with float (and complex: its real part) to integer defined on every tier:
+    truncate toward zero to int64, then wrap to the width (numpy's results on x86 for values
+    within the int64 range: -2.7 -> uint8 254, 255.9 -> int8 -1). NaN, infinities and values
+    beyond the int64 range give int64's minimum, wrapped (0 for the narrower dtypes); uint64
+    takes [2**63, 2**64) exactly. numpy leaves these undefined (its results vary with the
+    target width and the vector loop that runs), so kernels could not agree with it."""
+    dtype = np.dtype(dtype)
+    if x.dtype.kind not in "fc" or dtype.kind not in "iu":
+        return x.astype(dtype)
+    if x.dtype.kind == "c":
+        x = x.real
+    with np.errstate(invalid="ignore"):
+        inside = (x >= -INT64_LIMIT) & (x < INT64_LIMIT)   # (False for NaN)
+        i64 = np.where(inside, np.where(inside, x, 0).astype(np.int64), np.iinfo(np.int64).min)
+        if dtype == np.uint64:
+            big = (x >= INT64_LIMIT) & (x < 2 * INT64_LIMIT)
+            return np.where(big, np.where(big, x, 0).astype(np.uint64), i64.view(np.uint64))
+        return i64.astype(dtype)
 
 
 _libm_erf = np.frompyfunc(math.erf, 1, 1)

@@ -118,7 +118,7 @@ def _scalar(value, dtype):
         if not info.min <= value <= info.max:
             raise OverflowError(f"Python integer {value} out of bounds for {dtype.name}")
         return value
-    return np.asarray(value).astype(dtype.np).item()
+    return refs.cast(np.asarray(value), dtype.np).item()
 
 
 _DOMAIN_KINDS = {"any": "biufc", "numeric": "iufc", "float": "fc", "bool": "b", "integer": "iu"}
@@ -283,7 +283,7 @@ def _cast_vjp(c, g):
     return (f.cast(g, arg=c.x.dtype),) if c.x.dtype.is_floating else (None,)
 
 
-defop("cast", ELEMENTWISE, 1, out="arg", ref=lambda x, arg: x.astype(arg.np),
+defop("cast", ELEMENTWISE, 1, out="arg", ref=lambda x, arg: refs.cast(x, arg.np),
       expr="cast({0})", vjp=_cast_vjp)
 # copy: the same value in a buffer of its own (clone, copy=True); never folded into its source
 defop("copy", ELEMENTWISE, 1, ref=lambda x, arg: np.array(x, copy=True), expr="{0}",

@@ -300,6 +300,20 @@ def test_casts_between_all_dtypes(emu, dname):
         _compare(got, ref, d, f"cast {dname} -> {d.name}")
 
 
+@pytest.mark.parametrize("dname", ["float32", "float64"])
+def test_float_casts_beyond_every_range_follow_the_one_rule(emu, dname):
+    """NaN, infinities, values beyond int64 and negatives to unsigned: `numpy_refs.cast`, as on
+    the CPU tiers (a GPU's own conversion would saturate)."""
+    from fastad.numpy_refs import cast
+    x = np.array([np.nan, np.inf, -np.inf, 1e20, -1e20, 3e9, -3e9, 2.7, -2.7, 255.9, 256.5, -1.5,
+                  1e19, 9.3e18, -9.3e18, -0.0], dt.to_dtype(dname).np)
+    outs = emu.run(CAST_KERNELS[dname], (x.size,), [_flat(x)])
+    for d, got in zip(DTYPES, outs):
+        with np.errstate(all="ignore"):
+            want = cast(x, d.np)
+        np.testing.assert_array_equal(got, want, err_msg=f"cast {dname} -> {d.name}")
+
+
 def _strided_input(shape, pattern, d, rng, negative=False):
     """A view of a bigger buffer with the stride pattern asked for; returns (view, (flat, offset, strides))."""
     base = _values(d, rng, 4096) if d.kind != "f" else rng.uniform(-2, 2, 4096).astype(d.np)

@@ -307,3 +307,30 @@ def test_float32_sums_and_products_agree_on_every_tier(d, axis, monkeypatch):
             assert s.dtype == d.np and p.dtype == d.np
             np.testing.assert_array_equal(s, want_sum, err_msg=f"sum, {mode}, n={n}")
             np.testing.assert_array_equal(p, want_prod, err_msg=f"prod, {mode}, n={n}")
+
+
+CAST_SPECIALS = [np.nan, np.inf, -np.inf, 1e20, -1e20, 3e9, -3e9, 2.7, -2.7, 255.9, 256.5, -1.5, 65536.0,
+                 1e19, 9.3e18, -9.2e18, -9.3e18, -0.0, 0.5, 127.5, -128.9]
+
+
+@pytest.mark.parametrize("src", [dt.float32, dt.float64, dt.complex64], ids=lambda d: d.name)
+@pytest.mark.parametrize("size", [len(CAST_SPECIALS), 300_000])
+def test_float_to_integer_casts_agree_on_every_tier(src, size, monkeypatch):
+    """Float to integer: truncate to int64 and wrap (numpy's x86 results within int64's range),
+    int64's minimum beyond it and for NaN and infinities (`numpy_refs.cast`), on the small-graph
+    path, the interpreter and compiled kernels alike; numpy itself leaves those undefined."""
+    from fastad.numpy_refs import cast
+    monkeypatch.setattr(settings, "background_compile", False, raising=False)
+    x = np.resize(np.array(CAST_SPECIALS, src.np), size)
+    targets = [dt.int8, dt.uint8, dt.int16, dt.uint16, dt.int32, dt.uint32, dt.int64, dt.uint64]
+    for mode in ("auto", "reference", "jit"):
+        monkeypatch.setattr(settings, "cpu_mode", mode)
+        t = fa.asarray(x) * 1
+        outs = [fa.astype(t, d) for d in targets]
+        fa.realize(*outs)
+        for d, got in zip(targets, outs):
+            np.testing.assert_array_equal(got.numpy(), cast(x, d.np), err_msg=f"{src.name} -> {d.name}, {mode}")
+    spot = cast(np.array([-2.7, 255.9, np.nan, 1e19, 3e9]), np.int8)
+    assert spot.tolist() == [-2, -1, 0, 0, 0]
+    assert cast(np.array([-2.7]), np.uint8)[0] == 254 and cast(np.array([1e19]), np.uint64)[0] == 10**19
+    assert cast(np.array([np.inf, -1e20]), np.int64).tolist() == [-2**63, -2**63]

@@ -107,7 +107,18 @@ def _call(name: str, args: list, d: dt.DType, out: dt.DType) -> str:
         op = "<<" if name == "lshift" else ">>"
         return f"({T}({a} {op} {b}) if {b} >= 0 and {b} < {bits} else {fill})"
     if name == "cast":
-        return f"({x} != 0)" if out is dt.bool else f"{_np_type(out)}({x})"
+        if out is dt.bool:
+            return f"({x} != 0)"
+        if d.kind in "fc" and out.kind in "iu":   # numpy_refs.cast: via int64 (its minimum beyond), wrapped
+            r = f"{x}.real" if d.kind == "c" else x
+            F = "np.float64" if d in (dt.float64, dt.complex128) else "np.float32"
+            lim = f"{F}(9223372036854775808.0)"
+            i64 = (f"select(({r} >= -{lim}) & ({r} < {lim}), np.int64({r}), "
+                   f"np.int64(-9223372036854775807 - 1))")
+            if out is dt.uint64:
+                return f"select(({r} >= {lim}) & ({r} < {F}(2) * {lim}), np.uint64({r}), np.uint64({i64}))"
+            return f"{_np_type(out)}({i64})"
+        return f"{_np_type(out)}({x})"
     a, b = args[0], args[1] if len(args) > 1 else None
     # numpy: a when it wins or is NaN, else b (so b on ties: maximum(0.0, -0.0) is -0.0)
     if name == "maximum":

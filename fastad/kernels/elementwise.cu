@@ -12,8 +12,10 @@
 //   * maximum / minimum propagate NaN (and return `b` on ties, like numpy);
 //   * pow of integers is exact with wrap-around (negative exponents, an error
 //     in numpy, give 0, or +-1 for bases +-1);
-//   * casts: to bool is `!= 0`; float to narrow ints goes through int64 and
-//     wraps (what numpy does on x86 for in-range values).
+//   * casts: to bool is `!= 0`; float to an integer truncates to int64 and
+//     wraps (numpy on x86 for values within int64's range); NaN, infinities
+//     and values beyond give int64's minimum, wrapped; uint64 takes
+//     [2^63, 2^64) exactly (fastad.numpy_refs.cast, the rule of every tier).
 // float32 uses the f-suffixed CUDA math (expf, logf, ...), accurate to a few
 // ulp; compiling with -DFA_FAST_MATH=1 swaps exp/log/sin/cos for the hardware
 // approximations (__expf, ...). docs/CUDA.md has the accuracy table.
@@ -299,17 +301,23 @@ struct FaCast<bool> {
     template <typename F>
     static __device__ __forceinline__ bool run(F v) { return v != (F)0; }   // nan -> true
 };
-// narrow integers from floats: truncate to int64, then wrap (numpy on x86)
+// integers from floats: truncate to int64 (its minimum for NaN, infinities and values beyond its
+// range: a GPU conversion would saturate instead), then wrap to the width (numpy on x86)
+FA_DEV long long fa_f2i64(double v) {
+    return (v >= -9223372036854775808.0 && v < 9223372036854775808.0) ? (long long)v : (long long)(1ULL << 63);
+}
 #define FA_CAST_VIA_I64(T)                                                         \
     template <>                                                                    \
     struct FaCast<T> {                                                             \
         template <typename F>                                                      \
         static __device__ __forceinline__ T run(F v) { return (T)v; }              \
-        static __device__ __forceinline__ T run(float v) { return (T)(long long)v; }   \
-        static __device__ __forceinline__ T run(double v) { return (T)(long long)v; }  \
+        static __device__ __forceinline__ T run(float v) { return (T)fa_f2i64(v); }    \
+        static __device__ __forceinline__ T run(double v) { return (T)fa_f2i64(v); }   \
     };
 FA_CAST_VIA_I64(signed char)
 FA_CAST_VIA_I64(short)
+FA_CAST_VIA_I64(int)
+FA_CAST_VIA_I64(long long)
 FA_CAST_VIA_I64(unsigned char)
 FA_CAST_VIA_I64(unsigned short)
 FA_CAST_VIA_I64(unsigned int)
@@ -317,8 +325,10 @@ template <>
 struct FaCast<unsigned long long> {
     template <typename F>
     static __device__ __forceinline__ fa_u64 run(F v) { return (fa_u64)v; }
-    static __device__ __forceinline__ fa_u64 run(float v) { return v < 0.0f ? (fa_u64)(long long)v : (fa_u64)v; }
-    static __device__ __forceinline__ fa_u64 run(double v) { return v < 0.0 ? (fa_u64)(long long)v : (fa_u64)v; }
+    static __device__ __forceinline__ fa_u64 run(float v) { return run((double)v); }
+    static __device__ __forceinline__ fa_u64 run(double v) {
+        return (v >= 9223372036854775808.0 && v < 18446744073709551616.0) ? (fa_u64)v : (fa_u64)fa_f2i64(v);
+    }
 };
 
 template <typename To, typename F>
