@@ -27,7 +27,7 @@ types). Bool scalars travel as uint8, complex scalars as (real, imag). Indices a
 wrap-around, which otherwise stops LLVM from vectorizing. Intrinsics
 (`exp(...)` in the op table's kernel expressions) map per dtype to
 `fastad.codegen.mathlib` (inlined by LLVM, with its own strict fp flags) or
-to Numba built-ins. Two rewrites of the body use mathlib's variants: sin and cos of one value
+to Numba built-ins (`fastad.codegen.numba_exprs`). Two rewrites of the body use mathlib's variants: sin and cos of one value
 become one `sincos` call (`shared_calls`), and a 1-D kernel with trig calls on cheap arguments
 loops over blocks of `_BLOCK`, running the short-reduction versions on a block whose arguments
 all lie in their range (`_short_calls`; docs/MATHLIB.md). A 2-D reduction over a dim that no
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 from pathlib import Path
 
 import numpy as np
@@ -47,117 +46,9 @@ import numpy as np
 from .. import dtypes as dt
 from ..kernel_ir import Kernel
 from ..ops import OPS
+from .numba_exprs import INTRINSIC, MATHLIB, NP_FUNCS, expression, np_type
 
 __all__ = ["render", "full_reductions", "merge_partials", "accumulator_dtype", "c_arguments", "element_cost"]
-
-_MATHLIB = ("exp", "log", "log1p", "expm1", "sin", "cos", "tan", "tanh", "sigmoid")
-_INTRINSIC = re.compile(r"\b([a-z_][a-z0-9_]*)\(")
-# intrinsics computed by numpy's scalar ufunc of this name inside Numba
-_NP_FUNCS = {"acos": "arccos", "asin": "arcsin", "atan": "arctan", "acosh": "arccosh", "asinh": "arcsinh",
-             "atanh": "arctanh", "sinh": "sinh", "cosh": "cosh", "log2": "log2", "log10": "log10",
-             "trunc": "trunc", "atan2": "arctan2", "hypot": "hypot", "copysign": "copysign",
-             "nextafter": "nextafter", "logaddexp": "logaddexp"}
-
-
-def _np_type(d: dt.DType) -> str:
-    return "np.bool_" if d is dt.bool else f"np.{d.name}"
-
-
-def _call(name: str, args: list, d: dt.DType, out: dt.DType) -> str:
-    """Numba source for intrinsic `name` on `args` of input dtype `d` (output dtype `out`)."""
-    x = args[0]
-    T = _np_type(d)
-    sfx = {"float32": "f32", "float64": "f64"}.get(d.name)
-    if name in _MATHLIB and sfx:
-        return f"{name}_{sfx}({x})"
-    if name == "pow":
-        # integers: numpy's wrap-around power, raising on negative exponents as numpy does at any size
-        return f"pow_{sfx}({x}, {args[1]})" if sfx else (
-            f"ipow(np.int64({x}), np.int64({args[1]}))" if d.kind == "i" else f"upow({x}, {args[1]})")
-    if name == "expm1" and d.kind == "c":  # numpy's complex expm1; exp(z) - 1 off the finite nonzero values
-        return (f"({T}(complex(math.expm1({x}.real) * math.cos({x}.imag) - 2.0 * math.sin({x}.imag / 2) ** 2, "
-                f"math.exp({x}.real) * math.sin({x}.imag))) if cmath.isfinite({x}) and {x} != 0 else cmath.exp({x}) - 1)")
-    if name == "tanh" and d.kind == "c":  # the op table's rule at an infinite real part (signs of the parts)
-        return (f"({T}(complex(math.copysign(1.0, {x}.real), math.copysign(0.0, {x}.imag))) "
-                f"if math.isinf({x}.real) and math.isfinite({x}.imag) else cmath.tanh({x}))")
-    if name in ("exp", "log", "sin", "cos", "tan", "tanh") and d.kind == "c":
-        return f"cmath.{name}({x})"  # complex: Numba's cmath (no mathlib version)
-    simple = {
-        "sqrt": f"np.sqrt({x})", "erf": f"math.erf({x})", "abs": f"abs({x})", "sign": _sign(x, d),
-        "floor": f"np.floor({x})", "ceil": f"np.ceil({x})", "round": f"np.rint({x})",
-        "isnan": f"({x} != {x})", "isinf": f"np.isinf({x})", "isfinite": f"np.isfinite({x})",
-        "logical_not": f"(not {x})",
-        "relu": f"({x} if not ({x} <= {T}(0)) else {T}(0))",
-    }
-    if name in simple:
-        return simple[name]
-    if name in _NP_FUNCS:  # numpy's scalar ufuncs in Numba (libm), cast back: they may widen
-        return f"{T}(np.{_NP_FUNCS[name]}({', '.join(args)}))"
-    if name in ("real", "imag"):
-        return f"{x}.{name}" if d.kind == "c" else (x if name == "real" else f"{T}(0)")
-    if name == "conj":
-        return f"{x}.conjugate()" if d.kind == "c" else x
-    if name == "signbit":
-        return f"(math.copysign(1.0, {x}) < 0)"
-    if name == "bitwise_invert":
-        return f"{T}(~{x})"
-    if name in ("lshift", "rshift"):  # numpy: a count outside [0, bits) gives 0, or -1 (>> of a negative)
-        a, b, bits = args[0], args[1], 8 * d.np.itemsize
-        fill = f"({T}(-1) if {a} < 0 else {T}(0))" if name == "rshift" and d.kind == "i" else f"{T}(0)"
-        op = "<<" if name == "lshift" else ">>"
-        return f"({T}({a} {op} {b}) if {b} >= 0 and {b} < {bits} else {fill})"
-    if name == "cast":
-        if out is dt.bool:
-            return f"({x} != 0)"
-        if d.kind in "fc" and out.kind in "iu":   # numpy_refs.cast: via int64 (its minimum beyond), wrapped
-            r = f"{x}.real" if d.kind == "c" else x
-            F = "np.float64" if d in (dt.float64, dt.complex128) else "np.float32"
-            lim = f"{F}(9223372036854775808.0)"
-            i64 = (f"select(({r} >= -{lim}) & ({r} < {lim}), np.int64({r}), "
-                   f"np.int64(-9223372036854775807 - 1))")
-            if out is dt.uint64:
-                return f"select(({r} >= {lim}) & ({r} < {F}(2) * {lim}), np.uint64({r}), np.uint64({i64}))"
-            return f"{_np_type(out)}({i64})"
-        return f"{_np_type(out)}({x})"
-    a, b = args[0], args[1] if len(args) > 1 else None
-    # numpy: a when it wins or is NaN, else b (so b on ties: maximum(0.0, -0.0) is -0.0)
-    if name == "maximum":
-        return f"({a} if ({a} > {b}) or ({a} != {a}) else {b})"
-    if name == "minimum":
-        return f"({a} if ({a} < {b}) or ({a} != {a}) else {b})"
-    if name == "where":
-        return f"({args[1]} if {a} else {args[2]})"
-    if name == "nan_guard":
-        return f"({b} if {a} != 0 else {a})"
-    if name == "floordiv" and sfx:  # an infinite operand: the array API's a / b (the op table's rule)
-        return f"(({a} / {b}) if (np.isinf({a}) or np.isinf({b})) else floordiv_{sfx}({a}, {b}))"
-    if name == "mod" and sfx:
-        return f"{name}_{sfx}({a}, {b})"  # numpy's divmod: the two agree, as the gradient of mod needs
-    if name == "floordiv" and d.kind == "i":  # numpy: x // -1 wraps (INT_MIN // -1 is INT_MIN)
-        return f"(({a} // {b}) if {b} != -1 else {T}(0) - {a})"
-    if name == "floordiv":
-        return f"({a} // {b})"
-    if name == "mod":
-        return f"({a} % {b})"
-    raise NotImplementedError(f"numba renderer: no intrinsic {name!r} for {d.name}")
-
-
-def _sign(x: str, d: dt.DType) -> str:
-    """numpy's sign: -1, 0 or 1 (+0.0 for both zeros, NaN for NaN; 0 or 1 for unsigned)."""
-    T = _np_type(d)
-    if d.kind == "u":
-        return f"{T}({x} > 0)"
-    if d.kind == "f":
-        return f"({x} if {x} != {x} else {T}(({x} > 0) - ({x} < 0)))"
-    return f"{T}(np.sign({x}))"
-
-
-def _expr(template: str, args: list, d: dt.DType, out: dt.DType) -> str:
-    m = _INTRINSIC.match(template)
-    if m and template.endswith(")"):
-        return _call(m.group(1), args, d, out)
-    return template.format(*args)
-
 
 def _stmt_source(kernel: Kernel, i: int, index_of) -> str:
     st = kernel.body[i]
@@ -168,16 +59,16 @@ def _stmt_source(kernel: Kernel, i: int, index_of) -> str:
         return f"sc{st.arg}"
     args = [f"v{s}" for s in st.srcs]
     in_dtype = kernel.body[st.srcs[-1]].dtype if st.srcs else st.dtype
-    expr = _expr(OPS[st.op].expr, args, in_dtype, st.dtype)
+    expr = expression(OPS[st.op].expr, args, in_dtype, st.dtype)
     if OPS[st.op].out == "same" and st.dtype.kind in "iu" and st.op in ("add", "sub", "mul", "neg", "pow",
                                                                         "floordiv", "mod", "abs"):
-        expr = f"{_np_type(st.dtype)}({expr})"  # Numba widens small ints; keep numpy's wrap-around
+        expr = f"{np_type(st.dtype)}({expr})"  # Numba widens small ints; keep numpy's wrap-around
     return expr
 
 
 def _acc_type(reduce: str, d: dt.DType) -> str:
     # float32 sums and products accumulate in float64 on every tier (`dtypes.accumulator`)
-    return _np_type(dt.accumulator(reduce, d))
+    return np_type(dt.accumulator(reduce, d))
 
 
 def _identity(reduce: str, d: dt.DType) -> str:
@@ -316,7 +207,7 @@ def _body(kernel: Kernel) -> str:
              f"def body(lo, hi, {', '.join(_signature(kernel))}):"]
     for k, d in enumerate(kernel.scalars):
         if d.kind == "c":
-            lines.append(f"    sc{k} = {_np_type(d)}(complex(sc{k}_re, sc{k}_im))")
+            lines.append(f"    sc{k} = {np_type(d)}(complex(sc{k}_re, sc{k}_im))")
         elif d is dt.bool:
             lines.append(f"    sc{k} = sc{k}_u8 != 0")
 
@@ -440,7 +331,7 @@ def _body(kernel: Kernel) -> str:
         for k in reductions:
             o = kernel.outputs[k]
             lines.append(out_ind + f"out{k}[{flat_index(list(range(n_outer)))}] = "
-                         + _stored(f"{_np_type(o.dtype)}({result(k)})", o.dtype))
+                         + _stored(f"{np_type(o.dtype)}({result(k)})", o.dtype))
     lines += [f"    part{j}[0] = {_stored(result(k), kernel.outputs[k].dtype)}" for j, k in enumerate(full)]
     return "\n".join(lines)
 
@@ -487,7 +378,7 @@ def _column_loops(kernel: Kernel, stmts: list, reductions: list, extrema: list) 
         o = kernel.outputs[k]
         # x - 0 is x, NaN and -0.0 included
         res = f"{acc} - z{k}" if k not in extrema else f"{acc} if {acc} == {acc} else np.nan"
-        return f"out{k}[U(i0)] = " + _stored(f"{_np_type(o.dtype)}({res})", o.dtype)
+        return f"out{k}[U(i0)] = " + _stored(f"{np_type(o.dtype)}({res})", o.dtype)
 
     for k in reductions:
         o = kernel.outputs[k]
@@ -532,7 +423,7 @@ _SHARED = {"sin": ("sincos", 0), "cos": ("sincos", 1)}
 # switch exists when a trig call takes part, and other short versions then join it
 _SHORT = {"sin": "TRIG_SHORT", "cos": "TRIG_SHORT", "tan": "TRIG_SHORT", "exp": "EXP_SHORT"}
 _SWITCH = ("sin", "cos", "tan")
-_EXPENSIVE = set(_MATHLIB) | set(_NP_FUNCS) | {"pow", "floordiv", "mod", "erf"}
+_EXPENSIVE = set(MATHLIB) | set(NP_FUNCS) | {"pow", "floordiv", "mod", "erf"}
 _SFX = {"float32": "32", "float64": "64"}
 
 
@@ -573,7 +464,7 @@ def _slice(kernel: Kernel, values: set, invariant: set) -> set:
 
 def _expensive(kernel: Kernel, i: int) -> bool:
     op = kernel.body[i].op
-    m = op not in ("load", "scalar") and _INTRINSIC.match(OPS[op].expr)
+    m = op not in ("load", "scalar") and INTRINSIC.match(OPS[op].expr)
     return bool(m) and m.group(1) in _EXPENSIVE
 
 
