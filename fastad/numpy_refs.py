@@ -11,10 +11,11 @@ import math
 
 import numpy as np
 
+from . import dtypes as dt
 from .config import settings
 
 __all__ = ["expm1", "tanh", "sigmoid", "erf", "floordiv", "embed", "scatter_add", "py_slices", "matmul",
-           "matmul_row_blocks", "cast"]
+           "matmul_row_blocks", "cast", "reduction"]
 
 
 def expm1(x):
@@ -122,6 +123,14 @@ def matmul(a, b):
     else:
         run_blocks(block, parts)
     return out
+
+
+def reduction(name: str, x, axis, xp=np):
+    """numpy's `name` ("sum", "prod", "max", "min") of x over `axis`, in the accumulator's dtype
+    of every tier (`dtypes.accumulator`: a float32 sum adds up in float64), not rounded back."""
+    fn = getattr(xp, name)
+    acc = dt.accumulator(name, dt.to_dtype(x.dtype)).np
+    return fn(x, axis=axis) if acc == x.dtype else fn(x, axis=axis, dtype=acc)
 
 
 INT64_LIMIT = 2.0 ** 63   # floats in [-INT64_LIMIT, INT64_LIMIT) truncate to an int64

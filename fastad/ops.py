@@ -402,20 +402,18 @@ def _extremum_vjp(c, g):
     return (f.div(f.mul(f.unreduce(g, axes, x.shape), hit), count),)
 
 
-def _reduce(name, ref, identity, vjp, domain="numeric"):
-    def reference(x, arg):
-        acc = dt.accumulator(name, dt.to_dtype(x.dtype)).np   # (float32 sums add up in float64)
-        return (ref(x, axis=arg) if acc == x.dtype else ref(x, axis=arg, dtype=acc)).astype(x.dtype)
-    defop(name, REDUCE, 1, domain=domain, ref=reference, vjp=vjp, reduce_identity=identity,
+def _reduce(name, identity, vjp, domain="numeric"):
+    defop(name, REDUCE, 1, domain=domain, ref=lambda x, arg: refs.reduction(name, x, arg).astype(x.dtype),
+          vjp=vjp, reduce_identity=identity,
           shape=lambda srcs, axes: tuple(d for i, d in enumerate(srcs[0].shape) if i not in axes))
 
 
-_reduce("sum", np.sum, "0", lambda c, g: (f.unreduce(g, c.arg, c.x.shape),))
+_reduce("sum", "0", lambda c, g: (f.unreduce(g, c.arg, c.x.shape),))
 # prod: d/dx_i = prod / x_i, which is nan where x_i == 0 (documented limitation)
-_reduce("prod", np.prod, "1", lambda c, g: (
+_reduce("prod", "1", lambda c, g: (
     f.div(f.mul(f.unreduce(g, c.arg, c.x.shape), f.unreduce(c.y, c.arg, c.x.shape)), c.x),))
-_reduce("max", np.max, "-inf", _extremum_vjp)
-_reduce("min", np.min, "inf", _extremum_vjp)
+_reduce("max", "-inf", _extremum_vjp)
+_reduce("min", "inf", _extremum_vjp)
 
 
 # ---------------------------------------------------------------------------

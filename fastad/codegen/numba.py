@@ -50,6 +50,7 @@ from .numba_exprs import INTRINSIC, MATHLIB, NP_FUNCS, expression, np_type
 
 __all__ = ["render", "full_reductions", "merge_partials", "accumulator_dtype", "c_arguments", "element_cost"]
 
+
 def _stmt_source(kernel: Kernel, i: int, index_of) -> str:
     st = kernel.body[i]
     if st.op == "load":

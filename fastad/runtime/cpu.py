@@ -293,7 +293,7 @@ class CpuBackend:
         args += _c_scalars(kernel, scalars)
         part_at = list(range(len(args), len(args) + len(entry.full)))
         kinds = ["ptr", "ptr", "int64", "int64"] + c_arguments(kernel)
-        scalar_kinds = kinds[4 + scalar_at: 4 + part_at[0]] if part_at else kinds[4 + scalar_at:]
+        scalar_kinds = kinds[4 + scalar_at: 4 + len(args)]
         for i in in_at + out_at + part_at:
             kinds[4 + i] = "obj"
         slices = slice_count(kernel, rows, elements)
@@ -352,10 +352,10 @@ class CpuBackend:
                         in zip(interpret(kernel, shape, flat, scalars), outs)]
 
             if call is not None:
-                packed = [trampoline.pack_scalar(v, k) for v, k in zip(args[scalar_at:], scalar_kinds)]
-                at = list(range(4 + scalar_at, 4 + scalar_at + len(packed)))
-                if packed_from is not None:
-                    launch = packed_from.repack(at, packed, rerun)
+                if packed_from is not None:   # only the constants' slots change
+                    launch = packed_from.repack(list(range(4 + scalar_at, 4 + len(args))),
+                                                [trampoline.pack_scalar(v, k)
+                                                 for v, k in zip(args[scalar_at:], scalar_kinds)], rerun)
                 else:
                     template = np.array([slots, slots + 16, 0, rows]
                                         + [trampoline.pack_scalar(v, k) for v, k in zip(args, kinds[4:])]

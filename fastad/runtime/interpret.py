@@ -26,13 +26,12 @@ import threading
 
 import numpy as np
 
-from ..dtypes import accumulator
+from ..numpy_refs import reduction
 from ..ops import OPS
 from .buffers import pool as buffer_pool
 
 __all__ = ["interpret", "BLOCK"]
 
-_REDUCERS = {"sum": "sum", "prod": "prod", "max": "max", "min": "min"}
 BLOCK = 1 << 16   # elements per block of a large numpy problem (see the module docstring)
 
 
@@ -83,7 +82,7 @@ def interpret(kernel, shape: tuple, inputs: list, scalars: list, xp=np, run_bloc
         if outs[k] is None:
             parts = np.asarray(partials[k])   # (in the accumulator's dtype: float64 for float32 sums)
             with np.errstate(all="ignore"):
-                outs[k] = _cast(getattr(np, _REDUCERS[o.reduce])(parts), o, np)
+                outs[k] = _cast(getattr(np, o.reduce)(parts), o, np)
     return outs
 
 
@@ -209,9 +208,7 @@ def _evaluate(kernel, program: list, shape: tuple, views: list, bufs: list, xp) 
         for o in kernel.outputs:
             v = xp.broadcast_to(values[o.value], shape)
             if o.reduce:
-                acc = accumulator(o.reduce, o.dtype).np   # float32 sums add up in float64
-                wide = {"dtype": acc} if o.reduce in ("sum", "prod") and acc != v.dtype else {}
-                v = getattr(xp, _REDUCERS[o.reduce])(v, axis=axes, **wide)
+                v = reduction(o.reduce, v, axes, xp)   # (in the accumulator's dtype: float32 sums in float64)
             outs.append(v)
     return outs
 
